@@ -1,0 +1,1 @@
+"""pi_opt: ReLU-budget optimization for private inference."""
