@@ -1,0 +1,47 @@
+"""A small generic name -> object registry (used for models and techniques)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from pi_opt.errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps lower-case names to entries; ``register`` is usable as a decorator."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        key = name.lower()
+
+        def deco(obj: T) -> T:
+            if key in self._entries and self._entries[key] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._entries[key] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name.lower()]
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}; known: {known}", name=name, known=sorted(self._entries)
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

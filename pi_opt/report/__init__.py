@@ -1,0 +1,89 @@
+"""Pareto reports: the versioned ``ParetoReport`` data model, its computations and renderers.
+
+Compute first (``pareto``: front marking, budget answers, hypervolume), render after
+(``pareto.json``, ``trials.csv``, PNG figures, one self-contained HTML file).
+Importing this package does not import matplotlib, plotly or jinja2; the renderers
+import them when called (``pip install pi-opt[report]``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pi_opt.report._csv import write_trials_csv
+from pi_opt.report._json import read_report, write_json
+from pi_opt.report.pareto import (
+    answer_budgets,
+    finalize_report,
+    hypervolume_2d,
+    hypervolume_history,
+    mark_front,
+    pareto_mask,
+)
+from pi_opt.report.schema import (
+    SCHEMA_VERSION,
+    Baseline,
+    BudgetAnswer,
+    MpcMeasurement,
+    ParetoPoint,
+    ParetoReport,
+    SiteKept,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Baseline",
+    "BudgetAnswer",
+    "MpcMeasurement",
+    "ParetoPoint",
+    "ParetoReport",
+    "SiteKept",
+    "answer_budgets",
+    "finalize_report",
+    "hypervolume_2d",
+    "hypervolume_history",
+    "mark_front",
+    "pareto_mask",
+    "read_report",
+    "render_all",
+    "write_html",
+    "write_json",
+    "write_pngs",
+    "write_trials_csv",
+]
+
+
+def write_pngs(report: ParetoReport, outdir: str | os.PathLike[str]) -> list[Path]:
+    """PNG figures (matplotlib Agg); see :func:`pi_opt.report._png.write_pngs`."""
+    from pi_opt.report._png import write_pngs as _write_pngs
+
+    return _write_pngs(report, outdir)
+
+
+def write_html(report: ParetoReport, path: str | os.PathLike[str]) -> Path:
+    """Self-contained offline HTML; see :func:`pi_opt.report._html.write_html`."""
+    from pi_opt.report._html import write_html as _write_html
+
+    return _write_html(report, path)
+
+
+def render_all(report: ParetoReport, outdir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write every format into ``outdir``; returns ``{file name: path}``.
+
+    Always ``pareto.json``, ``trials.csv``, ``report.html`` and ``pareto.png``; also
+    ``latency.png``, ``layers.png`` and ``per_class.png`` when the report has MPC
+    measurements, per-site counts and per-class accuracies respectively. The report
+    is rendered as given: call :func:`finalize_report` first to mark the front and
+    answer the budgets.
+    """
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "pareto.json": write_json(report, out / "pareto.json"),
+        "trials.csv": write_trials_csv(report, out / "trials.csv"),
+        "report.html": write_html(report, out / "report.html"),
+    }
+    for path in write_pngs(report, out):
+        files[path.name] = path
+    return files

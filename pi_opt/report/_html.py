@@ -1,0 +1,513 @@
+"""``report.html``: one self-contained, offline HTML file (Jinja2 + plotly, plotly.js inlined once).
+
+jinja2 and plotly are imported inside the functions so that ``import pi_opt.report``
+stays light. Every user-provided string goes through Jinja2 autoescaping; strings
+placed in plotly hover text are HTML-escaped too (plotly renders a subset of HTML).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from pi_opt.report._json import _atomic_write
+from pi_opt.report._views import (
+    chain_colors,
+    chain_label,
+    class_names,
+    fmt_bytes,
+    fmt_count,
+    fmt_duration,
+    fmt_int,
+    fmt_pct,
+    fmt_pp,
+    fmt_seconds,
+    has_mpc,
+    over_budget,
+    per_class_delta,
+    point_label,
+    stage_kept,
+    stage_order,
+    wall_time,
+    worst_class,
+)
+from pi_opt.report.pareto import hypervolume_history
+from pi_opt.report.schema import SCHEMA_VERSION, ParetoPoint, ParetoReport
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+TEMPLATE = "report.html.j2"
+_FONT = ("-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, "
+         "sans-serif")
+_PLOT_CONFIG = {"displaylogo": False, "responsive": True,
+                "toImageButtonOptions": {"format": "png", "scale": 2},
+                "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _esc(s: Any) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _params_text(params: dict[str, Any], limit: int = 14) -> str:
+    """Hover-safe ``key = value`` lines (HTML-escaped, <br>-joined)."""
+    items = sorted(params.items())
+    lines = [f"{_esc(k)} = {_esc(json.dumps(v, default=str) if not isinstance(v, str) else v)}"
+             for k, v in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"… {len(items) - limit} more")
+    return "<br>".join(lines) if lines else "(defaults)"
+
+
+def _safe_href(path: str | None) -> str | None:
+    """A link for a relative artifact path; None for absolute paths or URLs (no schemes)."""
+    if not path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path):
+        return None
+    return quote(path.replace("\\", "/"), safe="/._-~")
+
+
+def _kv(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str, sort_keys=True)
+    return str(value)
+
+
+def _log_x(relus: int, floor: float) -> float:
+    return float(max(relus, floor))
+
+
+def _layout(fig: go.Figure, *, height: int = 460, **kw: Any) -> go.Figure:
+    fig.update_layout(
+        template="plotly_white", height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50},
+        font={"family": _FONT, "size": 12, "color": "#1f2933"},
+        hoverlabel={"font": {"family": _FONT, "size": 12}, "align": "left"},
+        legend={"bgcolor": "rgba(255,255,255,0.8)"}, **kw)
+    return fig
+
+
+def _hover(p: ParetoPoint, base_test: float) -> str:
+    lines = [f"<b>trial #{p.trial}</b> · {_esc(chain_label(p.chain))}",
+             f"ReLUs: {fmt_count(p.relus)} ({fmt_int(p.relus)})"
+             + (" <i>over budget</i>" if over_budget(p) else ""),
+             f"budget: {fmt_count(p.budget)}",
+             f"val acc: {fmt_pct(p.val_accuracy)} · test acc: {fmt_pct(p.test_accuracy)}",
+             f"Δ test vs baseline: {fmt_pp(p.test_accuracy - base_test)}"]
+    if p.circa_relus:
+        lines.append(f"Circa ReLUs: {fmt_count(p.circa_relus)}")
+    if p.poly_mults:
+        lines.append(f"poly mults: {fmt_count(p.poly_mults)}")
+    if p.mpc is not None:
+        lines.append(f"MPC: {fmt_seconds(p.mpc.latency_s)}, {fmt_bytes(p.mpc.bytes_per_party)}, "
+                     f"{p.mpc.rounds} rounds")
+    if p.harvested_from is not None:
+        lines.append(f"harvested from trial #{p.harvested_from}")
+    if p.artifact:
+        lines.append(f"artifact: {_esc(p.artifact)}")
+    lines.append("<i>params</i><br>" + _params_text(p.params))
+    return "<br>".join(lines)
+
+
+# --------------------------------------------------------------------------- figures
+
+def pareto_plot(report: ParetoReport) -> go.Figure:
+    import plotly.graph_objects as go
+
+    colors = chain_colors(report)
+    pts, b = report.points, report.baseline
+    positive = [v for v in [p.relus for p in pts] + [b.relus] + report.budgets if v > 0]
+    floor = 0.5 * min(positive) if positive else 1.0
+    fig = go.Figure()
+    front = report.front()
+    if front:
+        fig.add_trace(go.Scatter(
+            x=[_log_x(p.relus, floor) for p in front], y=[100 * p.test_accuracy for p in front],
+            mode="lines", line={"color": "#1f2933", "width": 1.5}, opacity=0.7,
+            name="Pareto front", hoverinfo="skip"))
+    for lbl, color in colors.items():
+        for on_front in (True, False):
+            sub = [p for p in pts if chain_label(p.chain) == lbl and p.pareto == on_front]
+            if not sub:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[_log_x(p.relus, floor) for p in sub], y=[100 * p.test_accuracy for p in sub],
+                mode="markers", name=_esc(lbl) + ("" if on_front else " (dominated)"),
+                legendgroup=lbl, showlegend=True,
+                marker={"color": color, "size": 11 if on_front else 7,
+                        "opacity": 1.0 if on_front else 0.3,
+                        "symbol": ["circle-open" if over_budget(p) else "circle" for p in sub],
+                        "line": {"color": "#1f2933" if on_front else color,
+                                 "width": 1 if on_front else 0}},
+                hovertext=[_hover(p, b.test_accuracy) for p in sub],
+                hovertemplate="%{hovertext}<extra></extra>"))
+    fig.add_trace(go.Scatter(
+        x=[_log_x(b.relus, floor)], y=[100 * b.test_accuracy], mode="markers", name="baseline",
+        marker={"symbol": "star", "size": 16, "color": "#1f2933"},
+        hovertemplate=(f"<b>baseline</b><br>ReLUs: {fmt_count(b.relus)}<br>test acc: "
+                       f"{fmt_pct(b.test_accuracy)}<br>val acc: {fmt_pct(b.val_accuracy)}"
+                       "<extra></extra>")))
+    fig.add_hline(y=100 * b.test_accuracy, line={"color": "#7b8794", "dash": "dot", "width": 1})
+    for budget in sorted(set(report.budgets)):
+        bx = _log_x(budget, floor)
+        # On log axes plotly takes shape positions in data units but annotation
+        # positions in log10 units.
+        fig.add_shape(type="line", x0=bx, x1=bx, y0=0, y1=1, xref="x", yref="paper",
+                      line={"color": "#b23a48", "dash": "dash", "width": 1}, layer="below")
+        fig.add_annotation(x=math.log10(bx), y=0, xref="x", yref="paper",
+                           text=f"B={fmt_count(budget)}",
+                           showarrow=False, textangle=-90, xanchor="left", yanchor="bottom",
+                           xshift=2, yshift=4, font={"color": "#b23a48", "size": 11})
+    fig.update_xaxes(type="log", title="ReLUs per sample (log scale)", tickformat="~s",
+                     showline=True, linecolor="#9aa5b1")
+    fig.update_yaxes(title="Test accuracy (%)", ticksuffix="%", showline=True,
+                     linecolor="#9aa5b1")
+    return _layout(fig, height=520)
+
+
+def mpc_plot(report: ParetoReport) -> go.Figure | None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    measured = [p for p in report.points if p.mpc is not None]
+    if not measured:
+        return None
+    colors = chain_colors(report)
+    b = report.baseline
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=("vs online latency", "vs communication per party"))
+    for col, key, scale in ((1, "latency_s", 1.0), (2, "bytes_per_party", 1e-6)):
+        for lbl, color in colors.items():
+            sub = [p for p in measured if chain_label(p.chain) == lbl]
+            if not sub:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[getattr(p.mpc, key) * scale for p in sub],
+                y=[100 * p.test_accuracy for p in sub], mode="markers", name=_esc(lbl),
+                legendgroup=lbl, showlegend=col == 1,
+                marker={"color": color, "size": [11 if p.pareto else 7 for p in sub],
+                        "opacity": [1.0 if p.pareto else 0.4 for p in sub],
+                        "line": {"color": "#1f2933", "width": [1 if p.pareto else 0 for p in sub]}},
+                hovertext=[_hover(p, b.test_accuracy) for p in sub],
+                hovertemplate="%{hovertext}<extra></extra>"), row=1, col=col)
+        if b.mpc is not None:
+            fig.add_trace(go.Scatter(
+                x=[getattr(b.mpc, key) * scale], y=[100 * b.test_accuracy], mode="markers",
+                name="baseline", showlegend=col == 1, legendgroup="baseline",
+                marker={"symbol": "star", "size": 16, "color": "#1f2933"},
+                hovertemplate="<b>baseline</b><extra></extra>"), row=1, col=col)
+    fig.update_xaxes(title_text="online latency per batch (s)", row=1, col=1)
+    fig.update_xaxes(title_text="MB sent by party 0 per batch", row=1, col=2)
+    fig.update_yaxes(title_text="Test accuracy (%)", ticksuffix="%", row=1, col=1)
+    for col, key in ((1, "latency_s"), (2, "bytes_per_party")):
+        vals = [getattr(p.mpc, key) for p in measured if p.mpc is not None]
+        if b.mpc is not None:
+            vals.append(getattr(b.mpc, key))
+        pos = [v for v in vals if v > 0]
+        if pos and max(pos) / min(pos) > 8:
+            fig.update_xaxes(type="log", row=1, col=col)
+    return _layout(fig, height=440)
+
+
+def layers_plot(report: ParetoReport) -> go.Figure | None:
+    import plotly.graph_objects as go
+
+    pts = [p for p in report.front() if p.sites]
+    if not pts:
+        return None
+    stages = stage_order(pts)
+    labels = [point_label(p) for p in pts]
+    fig = go.Figure()
+    n = len(stages)
+    for i, stage in enumerate(stages):
+        vals = [stage_kept(p).get(stage, 0) for p in pts]
+        shade = 0.15 + 0.7 * i / max(1, n - 1)
+        fig.add_trace(go.Bar(
+            x=labels, y=vals, name=_esc(stage),
+            marker={"color": f"rgba(38, 94, 160, {1.0 - shade * 0.8:.2f})",
+                    "line": {"color": "white", "width": 0.5}},
+            customdata=[[_esc(chain_label(p.chain)), fmt_count(v)] for p, v in
+                        zip(pts, vals, strict=True)],
+            hovertemplate=(f"<b>{_esc(stage)}</b><br>%{{x}} · %{{customdata[0]}}"
+                           "<br>kept: %{customdata[1]}<extra></extra>")))
+    fig.update_layout(barmode="stack")
+    fig.update_yaxes(title="ReLUs kept (exact + Circa)", tickformat="~s")
+    fig.update_xaxes(title="front point (trial · ReLUs)", type="category")
+    return _layout(fig, height=420)
+
+
+def per_class_plot(report: ParetoReport) -> go.Figure | None:
+    import plotly.graph_objects as go
+
+    cols = [(p, d) for p in report.front() if (d := per_class_delta(p, report.baseline))]
+    if not cols:
+        return None
+    names = [_esc(n) for n in class_names(report)]
+    z = [[100 * d[c] for _p, d in cols] for c in range(len(names))]
+    lim = max(1.0, max(abs(v) for row in z for v in row))
+    x = [point_label(p) for p, _d in cols]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=x, y=names, zmid=0, zmin=-lim, zmax=lim, colorscale="RdBu",
+        colorbar={"title": {"text": "Δ pp"}, "ticksuffix": ""},
+        hovertemplate="%{y} · %{x}<br>Δ test accuracy: %{z:+.2f} pp<extra></extra>"))
+    for c, (_p, d) in enumerate(cols):
+        w = worst_class(d)
+        if w is not None:
+            fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=w - 0.5, y1=w + 0.5,
+                          line={"color": "#111", "width": 2})
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return _layout(fig, height=min(1600, 160 + 22 * len(names)))
+
+
+def hypervolume_plot(report: ParetoReport) -> go.Figure | None:
+    import plotly.graph_objects as go
+
+    base = report.baseline.relus
+    if len(report.points) < 2 or base <= 0:
+        return None
+    hist = hypervolume_history(report.points, (float(base), 0.0))
+    fig = go.Figure(go.Scatter(
+        x=[t for t, _ in hist], y=[hv / base for _t, hv in hist], mode="lines+markers",
+        line={"shape": "hv", "color": "#265ea0"}, marker={"size": 5},
+        hovertemplate="after trial #%{x}<br>hypervolume %{y:.4f}<extra></extra>"))
+    fig.update_xaxes(title="trial")
+    fig.update_yaxes(title="hypervolume (val acc × ReLU fraction)")
+    return _layout(fig, height=300)
+
+
+def _fig_html(fig: go.Figure | None, div_id: str) -> str | None:
+    if fig is None:
+        return None
+    # plotly.js itself is inlined once in the template's <head>; never a CDN.
+    return fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False,
+                       config=_PLOT_CONFIG, div_id=div_id, default_width="100%")
+
+
+# --------------------------------------------------------------------------- tables
+
+def _cell(text: str, sort: float | str | None = None, *, cls: str = "num",
+          title: str | None = None) -> dict[str, Any]:
+    return {"text": text, "sort": "" if sort is None else sort, "cls": cls, "title": title}
+
+
+def _pareto_rows(report: ParetoReport) -> list[dict[str, Any]]:
+    base = report.baseline
+    rows = []
+    for p in report.front():
+        m = p.mpc
+        d = p.test_accuracy - base.test_accuracy
+        rows.append({
+            "trial": p.trial, "chain": chain_label(p.chain), "params": _kv(p.params),
+            "over": over_budget(p), "harvested_from": p.harvested_from,
+            "artifact": p.artifact, "href": _safe_href(p.artifact),
+            "cells": [
+                _cell(fmt_count(p.relus), p.relus, title=f"{p.relus:,} ReLUs; budget "
+                      f"{p.budget:,}"),
+                _cell(fmt_pct(p.relus / base.relus, 1) if base.relus else "–",
+                      p.relus / base.relus if base.relus else None),
+                _cell(fmt_count(p.poly_mults), p.poly_mults, title=f"{p.poly_mults:,}"),
+                _cell(fmt_count(p.circa_relus), p.circa_relus, title=f"{p.circa_relus:,}"),
+                _cell(fmt_count(p.macs), p.macs, title=f"{p.macs:,} MACs"),
+                _cell(fmt_pct(p.val_accuracy), p.val_accuracy),
+                _cell(fmt_pct(p.test_accuracy), p.test_accuracy, cls="num strong"),
+                _cell(fmt_pp(d), d, cls="num " + ("neg" if d < -5e-5 else "pos" if d > 5e-5
+                                                  else "")),
+                _cell(fmt_seconds(m.latency_s) if m else "–", m.latency_s if m else None),
+                _cell(fmt_bytes(m.bytes_per_party) if m else "–",
+                      m.bytes_per_party if m else None),
+                _cell(fmt_int(m.rounds) if m else "–", m.rounds if m else None),
+            ],
+        })
+    return rows
+
+
+def _answer_rows(report: ParetoReport) -> list[dict[str, Any]]:
+    by_trial: dict[tuple[int, int], ParetoPoint] = {(p.trial, p.relus): p for p in report.points}
+    rows = []
+    for a in report.answers:
+        p = by_trial.get((a.trial, a.relus)) if a.trial is not None and a.relus is not None \
+            else None
+        status = "met" if a.met else ("closest" if a.trial is not None else "none")
+        d = (a.test_accuracy - report.baseline.test_accuracy) if a.test_accuracy is not None \
+            else None
+        rows.append({
+            "budget": fmt_count(a.budget), "budget_exact": f"{a.budget:,}", "status": status,
+            "trial": a.trial, "chain": chain_label(p.chain) if p else "–",
+            "relus": fmt_count(a.relus), "relus_exact": fmt_int(a.relus),
+            "test": fmt_pct(a.test_accuracy), "delta": fmt_pp(d),
+            "delta_cls": "neg" if d is not None and d < -5e-5 else "",
+            "gap": _gap_text(a.gap_relus, a.budget),
+        })
+    return rows
+
+
+def _gap_text(gap: int | None, budget: int) -> str:
+    if gap is None:
+        return "–"
+    if budget <= 0:
+        return f"+{fmt_count(gap)}"
+    ratio = (budget + gap) / budget
+    return (f"+{fmt_count(gap)} ({ratio:.3g}× the budget)" if ratio >= 2
+            else f"+{fmt_count(gap)} ({gap / budget:.0%} over)")
+
+
+def _layer_table(report: ParetoReport) -> dict[str, Any] | None:
+    pts = [p for p in report.front() if p.sites]
+    if not pts:
+        return None
+    stages = stage_order(pts)
+    rows = []
+    for p in pts:
+        kept = stage_kept(p)
+        total = sum(kept.values())
+        rows.append({"trial": p.trial, "chain": chain_label(p.chain),
+                     "cells": [_cell(fmt_count(kept.get(s, 0)), kept.get(s, 0),
+                                     title=f"{kept.get(s, 0):,} "
+                                     f"({kept.get(s, 0) / total:.0%} of kept)" if total
+                                     else None) for s in stages]
+                     + [_cell(fmt_count(total), total, cls="num strong")]})
+    return {"stages": stages, "rows": rows}
+
+
+def _per_class_table(report: ParetoReport) -> dict[str, Any] | None:
+    cols = [(p, d) for p in report.front() if (d := per_class_delta(p, report.baseline))]
+    if not cols:
+        return None
+    names = class_names(report)
+    worst = [worst_class(d) for _p, d in cols]
+    base = report.baseline.per_class_test_accuracy
+    rows = []
+    for c, name in enumerate(names):
+        cells = []
+        for j, (_p, d) in enumerate(cols):
+            v = d[c]
+            cls = "num worst" if worst[j] == c else ("num neg" if v < -5e-5 else "num")
+            cells.append(_cell(fmt_pp(v, 1), v, cls=cls))
+        rows.append({"name": name, "base": fmt_pct(base[c], 1), "base_v": base[c],
+                     "cells": cells})
+    summary = []
+    for (p, d), w in zip(cols, worst, strict=True):
+        summary.append({
+            "worst_name": names[w] if w is not None else "–",
+            "worst_delta": fmt_pp(d[w], 1) if w is not None else "–",
+            "worst_cls": "num neg" if w is not None and d[w] < -5e-5 else "num",
+            "min_acc": fmt_pct(min(p.per_class_test_accuracy), 1),
+            "spread": f"{100 * (max(d) - min(d)):.1f} pp",
+        })
+    return {"points": [{"trial": p.trial, "label": point_label(p), "chain": chain_label(p.chain)}
+                       for p, _d in cols], "rows": rows, "summary": summary}
+
+
+# --------------------------------------------------------------------------- context
+
+def build_context(report: ParetoReport) -> dict[str, Any]:
+    """Everything the template needs, as plain (unescaped) data and figure HTML snippets."""
+    import platform
+
+    base = report.baseline
+    front = report.front()
+    dataset = report.dataset
+    sizes = dataset.get("sizes") if isinstance(dataset.get("sizes"), dict) else {}
+    wt = wall_time(report)
+    best = max(front, key=lambda p: p.val_accuracy) if front else None
+    arch = base.arch.get("name") if isinstance(base.arch.get("name"), str) else None
+    return {
+        "r": report,
+        "schema_version": SCHEMA_VERSION,
+        "generator": report.software.get("pi_opt", ""),
+        "python": platform.python_version(),
+        "dataset_name": str(dataset.get("name", "dataset")),
+        "num_classes": dataset.get("num_classes", len(base.per_class_test_accuracy) or "–"),
+        "sizes": {str(k): fmt_int(v) if isinstance(v, int) else str(v) for k, v in sizes.items()},
+        "arch_name": arch or "model",
+        "arch_kwargs": _kv({k: v for k, v in base.arch.items() if k != "name"}),
+        "budgets": [{"text": fmt_count(b), "exact": f"{b:,}"} for b in report.budgets],
+        "chains": [chain_label(c) for c in report.techniques],
+        "chain_colors": chain_colors(report),
+        "search_items": [(str(k), _kv(v)) for k, v in sorted(report.search.items())],
+        "software_items": [(str(k), str(v)) for k, v in sorted(report.software.items())],
+        "wall_time": fmt_duration(wt) if wt is not None else None,
+        "cards": [
+            {"label": "Baseline", "value": fmt_pct(base.test_accuracy),
+             "sub": f"{fmt_count(base.relus)} ReLUs · {fmt_count(base.macs)} MACs"},
+            {"label": "Points evaluated", "value": str(len(report.points)),
+             "sub": f"{len(front)} on the Pareto front"},
+            {"label": "Best front point", "value": fmt_pct(best.test_accuracy) if best else "–",
+             "sub": (f"{fmt_count(best.relus)} ReLUs · trial #{best.trial}" if best else
+                     "no front points")},
+            {"label": "Fewest ReLUs on front", "value": fmt_count(front[0].relus) if front
+             else "–", "sub": (f"{fmt_pct(front[0].test_accuracy)} test accuracy" if front
+                               else "")},
+            {"label": "Budgets met", "value": f"{sum(a.met for a in report.answers)}"
+             f"/{len(report.answers)}" if report.answers else "–",
+             "sub": f"{len(report.failures)} failed trial(s)"},
+        ],
+        "answers": _answer_rows(report),
+        "pareto_rows": _pareto_rows(report),
+        "has_mpc": has_mpc(report),
+        "baseline_row": {
+            "relus": fmt_count(base.relus), "relus_exact": f"{base.relus:,}",
+            "macs": fmt_count(base.macs), "val": fmt_pct(base.val_accuracy),
+            "test": fmt_pct(base.test_accuracy),
+            "latency": fmt_seconds(base.mpc.latency_s) if base.mpc else "–",
+            "bytes": fmt_bytes(base.mpc.bytes_per_party) if base.mpc else "–",
+            "rounds": fmt_int(base.mpc.rounds) if base.mpc else "–",
+            "href": _safe_href(base.artifact), "artifact": base.artifact},
+        "mpc_setup": _mpc_setup(report),
+        "layers": _layer_table(report),
+        "per_class": _per_class_table(report),
+        "failures": [{"trial": f.get("trial", "–"),
+                      "chain": chain_label(f["chain"]) if isinstance(f.get("chain"), list)
+                      else str(f.get("chain", "–")),
+                      "error": str(f.get("error", ""))} for f in report.failures],
+        "figs": {
+            "pareto": _fig_html(pareto_plot(report), "fig-pareto"),
+            "mpc": _fig_html(mpc_plot(report), "fig-mpc"),
+            "layers": _fig_html(layers_plot(report), "fig-layers"),
+            "per_class": _fig_html(per_class_plot(report), "fig-per-class"),
+            "hypervolume": _fig_html(hypervolume_plot(report), "fig-hv"),
+        },
+    }
+
+
+def _mpc_setup(report: ParetoReport) -> str | None:
+    m = next((p.mpc for p in report.points if p.mpc is not None), report.baseline.mpc)
+    if m is None:
+        return None
+    parts = [m.backend, f"{m.parties} parties", f"{m.provider} provider", m.device,
+             f"batch {m.batch_size}", f"median of {m.repeats}"]
+    if m.network:
+        parts.append(", ".join(f"{k}={v:g}" for k, v in sorted(m.network.items())))
+    return " · ".join(parts)
+
+
+# --------------------------------------------------------------------------- entry points
+
+def render_html(report: ParetoReport) -> str:
+    """The report as one self-contained HTML document (plotly.js inlined exactly once)."""
+    import jinja2
+    from plotly.offline import get_plotlyjs
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pi_opt.report", "templates"),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined)
+    ctx = build_context(report)
+    ctx["plotlyjs"] = get_plotlyjs()
+    return env.get_template(TEMPLATE).render(**ctx)
+
+
+def write_html(report: ParetoReport, path: str | os.PathLike[str]) -> Path:
+    """Write ``report.html`` atomically; returns the path."""
+    out = Path(path)
+    _atomic_write(out, render_html(report))
+    return out

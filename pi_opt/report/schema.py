@@ -1,0 +1,116 @@
+"""The versioned Pareto report: pure data, computed before any rendering.
+
+Units: ``relus`` etc. are per-sample element counts; ``macs`` per sample;
+accuracies are fractions in [0, 1]; latency in seconds; bytes per party.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MpcMeasurement(_Model):
+    """Encrypted-inference cost of one model, as measured by an MPC backend."""
+
+    backend: str                       # e.g. "crypten-0.4.1"
+    provider: str                      # "TFP" | "TTP"
+    device: str                        # "cpu" | "cuda"
+    parties: int = 2
+    batch_size: int = 1
+    latency_s: float                   # online wall time per batch (median)
+    latency_linear_s: float | None = None
+    latency_nonlinear_s: float | None = None
+    rounds: int                        # communication rounds per batch (party 0)
+    bytes_per_party: int               # bytes sent by party 0 per batch
+    bytes_linear: int | None = None
+    bytes_nonlinear: int | None = None
+    network: dict[str, float] | None = None   # emulated {"rtt_ms":..., "bandwidth_mbps":...}
+    estimated_lan_s: float | None = None
+    estimated_wan_s: float | None = None
+    plaintext_agreement: float | None = None  # argmax agreement with the plaintext model
+    max_logit_error: float | None = None
+    repeats: int = 1
+
+
+class SiteKept(_Model):
+    name: str
+    stage: str
+    elements: int
+    relu: int
+    circa: int
+    poly: int
+    identity: int
+
+
+class ParetoPoint(_Model):
+    """One evaluated candidate (every trial appears; ``pareto`` marks the front)."""
+
+    trial: int
+    chain: list[str]                    # techniques applied in order, e.g. ["deepreshape", "autorep"]
+    params: dict[str, Any] = Field(default_factory=dict)
+    budget: int                         # requested ReLU budget
+    relus: int                          # counted on the saved artifact (exact + Circa)
+    circa_relus: int = 0
+    poly_mults: int = 0
+    macs: int
+    cost: float | None = None           # cost-model estimate (seconds) when available
+    val_accuracy: float
+    test_accuracy: float
+    per_class_test_accuracy: list[float] = Field(default_factory=list)
+    sites: list[SiteKept] = Field(default_factory=list)
+    artifact: str | None = None         # path relative to the job directory
+    harvested_from: int | None = None   # trial that produced this as a by-product (SNL snapshots)
+    pareto: bool = False
+    seconds: float | None = None        # wall time spent on this candidate
+    mpc: MpcMeasurement | None = None
+
+
+class Baseline(_Model):
+    arch: dict[str, Any]
+    relus: int
+    macs: int
+    val_accuracy: float
+    test_accuracy: float
+    per_class_test_accuracy: list[float]
+    artifact: str | None = None
+    mpc: MpcMeasurement | None = None
+
+
+class BudgetAnswer(_Model):
+    """Best front point under each requested budget, or the closest one above it."""
+
+    budget: int
+    met: bool
+    trial: int | None
+    relus: int | None
+    test_accuracy: float | None
+    gap_relus: int | None = None        # how far above budget the closest point is when not met
+
+
+class ParetoReport(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    title: str
+    created_at: str                     # ISO 8601 UTC
+    job_id: str | None = None
+    dataset: dict[str, Any]             # {"name", "num_classes", "class_names", "sizes": {...}}
+    objective: str                      # "relus" | "cost"
+    counting: str                       # the counting convention, human readable
+    budgets: list[int]
+    techniques: list[list[str]]
+    search: dict[str, Any]              # sampler, n_trials, seed, wall time, ...
+    software: dict[str, str]            # versions: pi_opt, torch, optuna, python, (crypten)
+    baseline: Baseline
+    points: list[ParetoPoint]
+    answers: list[BudgetAnswer] = Field(default_factory=list)
+    failures: list[dict[str, Any]] = Field(default_factory=list)   # {"trial", "chain", "error"}
+
+    def front(self) -> list[ParetoPoint]:
+        return sorted((p for p in self.points if p.pareto), key=lambda p: p.relus)

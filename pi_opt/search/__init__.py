@@ -1,0 +1,7 @@
+"""Multi-objective search of ReLU-reduced networks into Pareto fronts."""
+
+from pi_opt.search._config import ChainSpec, SearchConfig
+from pi_opt.search._session import COUNTING, STUDY_NAME, SearchSession, make_storage, run_search
+
+__all__ = ["COUNTING", "STUDY_NAME", "ChainSpec", "SearchConfig", "SearchSession",
+           "make_storage", "run_search"]

@@ -1,0 +1,98 @@
+"""Typed configuration of an optimization job (what a user writes in YAML / JSON)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pi_opt.artifacts import ModelSpec
+from pi_opt.data import DatasetSpec
+from pi_opt.training import TrainConfig
+
+
+class ChainSpec(BaseModel):
+    """Techniques applied in order (e.g. ``["deepreshape", "autorep", "circa"]``).
+
+    ``params`` fixes config fields per technique name; with ``search=True`` the
+    remaining fields may be sampled by Optuna through each technique's ``suggest``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    chain: list[str] = Field(min_length=1)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    search: bool = True
+
+    @property
+    def label(self) -> str:
+        return "+".join(self.chain)
+
+
+class SearchConfig(BaseModel):
+    """An optimization job.
+
+    budgets: ReLU budgets; values <= 1 are fractions of the baseline's ReLU count,
+        values > 1 absolute per-sample ReLU counts.
+    n_trials: total trials (shared by all workers); default one per (chain, budget).
+    objective: second objective next to validation accuracy: raw ReLU count or the
+        cost model's latency estimate (ReLUs, Circa ReLUs, polynomial multiplications, MACs).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = "pi-opt search"
+    data: DatasetSpec = Field(default_factory=DatasetSpec)
+    model: ModelSpec | None = None
+    weights: str | None = None
+    baseline: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=30, lr=0.05))
+    finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=8, lr=0.01))
+    techniques: list[ChainSpec] = Field(
+        default_factory=lambda: [ChainSpec(chain=[t]) for t in ("snl", "autorep", "deepreduce",
+                                                                  "deepreshape")])
+    budgets: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 0.5])
+    objective: Literal["relus", "cost"] = "relus"
+    n_trials: int | None = Field(None, ge=1)
+    timeout_s: float | None = Field(None, gt=0)
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    seed: int = 0
+    harvest: bool = True
+    measure_mpc: Literal["none", "front", "all"] = "none"
+    mpc: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("techniques", mode="before")
+    @classmethod
+    def _chains(cls, v: Any) -> Any:
+        out = []
+        for item in v or []:
+            if isinstance(item, str):
+                out.append({"chain": item.split("+")})
+            elif isinstance(item, list):
+                out.append({"chain": item})
+            else:
+                out.append(item)
+        return out
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("at least one budget is required")
+        if any(b <= 0 for b in v):
+            raise ValueError("budgets must be positive (fractions <= 1 or absolute counts)")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _known(self) -> SearchConfig:
+        from pi_opt.techniques import list_techniques
+
+        known = set(list_techniques())
+        for c in self.techniques:
+            bad = [t for t in c.chain if t not in known]
+            if bad:
+                raise ValueError(f"unknown technique(s) {bad}; known: {sorted(known)}")
+        if self.weights is not None and self.model is None:
+            raise ValueError("'weights' needs 'model' (the architecture spec they belong to)")
+        return self
+
+    def absolute_budgets(self, baseline_relus: int) -> list[int]:
+        out = {max(1, int(round(b * baseline_relus))) if b <= 1 else int(b) for b in self.budgets}
+        return sorted(out)

@@ -1,0 +1,374 @@
+"""AutoReP (Peng et al., ICCV'23): gated ReLU / polynomial replacement with DaPa init.
+
+Every currently kept ReLU position (RELU or CIRCA; ``pixel``) or channel
+(``channel``) gets an auxiliary weight ``w`` and a binary gate ``m`` (1 = keep the
+ReLU). Before each training step ``m`` follows ``w`` with hysteresis ``t``
+(1 -> 0 only when ``w < -t``, 0 -> 1 only when ``w > t``); the forward pass uses
+``m`` and the backward pass hands ``dL/dm * softplus(w)`` to ``w`` (straight-through).
+A site computes ``m*site(x) + (1-m)*p_c(x)`` with a per-channel polynomial ``p_c``
+initialized by DaPa from running statistics of the site input (refreshed every
+``dapa_refresh_every`` steps for the first ``dapa_refresh_steps`` steps, trainable
+afterwards). Loss: CE + KD(T=4) + ``lam * relu(density - budget/N)``, density taken
+through the straight-through gates, ``N`` = candidate ReLUs.
+
+At the end the gates are projected to exactly <= budget ReLUs (top-B over ``w``
+among the gates that are on), the learned coefficients are written into the sites
+(``MixedActivation.set_poly``) and the model is KD fine-tuned with masks fixed.
+Existing IDENTITY / POLY positions are never gated (never resurrected); existing
+POLY channels keep their coefficients as the starting point of ``p_c``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from pi_opt.activations import Kind
+from pi_opt.errors import BudgetError
+from pi_opt.techniques.base import (
+    Candidate, Technique, TechniqueConfig, TechniqueContext, register_technique,
+)
+from pi_opt.techniques.dapa import dapa_coefficients
+from pi_opt.techniques.snl import (
+    GatedSite, MaskGranularity, apply_selection, finetune_or_eval, gated_sites, kept_elements,
+    search_train_config, state_snapshot, weights_group,
+)
+from pi_opt.training import TrainHooks, evaluate, fit, resolve_device
+
+
+# ---------------------------------------------------------------------------
+# gate primitives
+# ---------------------------------------------------------------------------
+class _STEGate(torch.autograd.Function):
+    """Forward: the binary gate ``m``; backward: ``grad * softplus(w)`` to ``w``."""
+
+    @staticmethod
+    def forward(ctx: Any, w: Tensor, m: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(w)
+        return m.detach().to(w.dtype).clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (w,) = ctx.saved_tensors
+        return grad * F.softplus(w), None
+
+
+def ste_gate(w: Tensor, m: Tensor) -> Tensor:
+    """Gate value ``m`` whose gradient flows to ``w`` scaled by ``softplus(w)``."""
+    return _STEGate.apply(w, m)
+
+
+@torch.no_grad()
+def hysteresis_update(m: Tensor, w: Tensor, threshold: float) -> Tensor:
+    """New gates: an on gate turns off only when ``w < -t``; an off gate turns on only when ``w > t``."""
+    on = m > 0.5
+    return torch.where(on, w >= -threshold, w > threshold).to(m.dtype)
+
+
+# ---------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------
+class AutoRePConfig(TechniqueConfig):
+    """AutoReP search + fine-tune settings (defaults sized for digits / resnet_mini on CPU)."""
+
+    granularity: MaskGranularity = "pixel"
+    search_epochs: int = Field(20, ge=1)
+    lam: float = Field(20.0, ge=0)           # hinge weight on (density - budget/N)
+    threshold: float = Field(0.003, ge=0)     # hysteresis t
+    w_init: Literal["uniform"] | float = "uniform"  # Uniform(0,1) as the paper, or a constant
+    lr: float = Field(1e-3, gt=0)             # Adam, network weights (cosine)
+    mask_lr: float = Field(0.02, gt=0)        # Adam, auxiliary weights w
+    poly_lr: float = Field(1e-3, gt=0)        # Adam, polynomial coefficients
+    weight_decay: float = Field(0.0, ge=0)
+    degree: Literal[1, 2] = 2
+    dapa_refresh_every: int = Field(10, ge=1)
+    dapa_refresh_steps: int = Field(200, ge=0)
+    dapa_calib_batches: int = Field(4, ge=1)  # batches for the initial statistics
+    stats_momentum: float = Field(0.1, gt=0, le=1)
+    var_min: float = Field(1e-4, gt=0)        # variance floor for DaPa
+    a0_scale: float = 1.0                     # heuristic scalings of the closed form
+    a2_scale: float = 1.0
+    x2_scale: float = Field(1.0, gt=0)        # forward multiplier of the x^2 term
+    clip_x2: float | None = Field(None, gt=0)  # clip of the effective x^2 coefficient
+    select_on_val: bool = True                # keep the best-val search epoch within budget
+    finetune_epochs: int | None = Field(None, ge=0)
+    kd_temperature: float = Field(4.0, gt=0)
+
+
+# ---------------------------------------------------------------------------
+# per-site search state
+# ---------------------------------------------------------------------------
+@dataclass
+class _Gate:
+    g: GatedSite
+    w: nn.Parameter          # pshape
+    m: Tensor                # pshape, float 0/1
+    coef: nn.Parameter       # [C, 3] raw (a2 before x2_scale)
+    cand_f: Tensor           # kinds shape, float
+    poly_f: Tensor           # kinds shape, float (positions already POLY)
+    refresh: Tensor          # [C] bool - DaPa-managed channels
+    weight: Tensor           # pshape float (candidate ReLUs per entry)
+    mean: Tensor             # [C]
+    var: Tensor              # [C]
+    acc: list[Tensor]        # calibration sums [count, sum, sumsq]
+
+
+def _channel_moments(x: Tensor) -> tuple[Tensor, Tensor, int]:
+    dims = (0, 2, 3) if x.dim() == 4 else (0,)
+    xf = x.detach().float()
+    n = x.numel() // x.shape[1]
+    return xf.sum(dims), (xf * xf).sum(dims), n
+
+
+@register_technique
+class AutoReP(Technique):
+    """Hysteresis-gated ReLU -> DaPa polynomial replacement with a density hinge."""
+
+    name = "autorep"
+    Config = AutoRePConfig
+    reduces_count = True
+    config: AutoRePConfig
+
+    @classmethod
+    def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
+        return {
+            "lam": trial.suggest_float(f"{prefix}lam", 2.0, 200.0, log=True),
+            "mask_lr": trial.suggest_float(f"{prefix}mask_lr", 5e-3, 1e-1, log=True),
+            "threshold": trial.suggest_float(f"{prefix}threshold", 1e-4, 1e-2, log=True),
+            "granularity": trial.suggest_categorical(f"{prefix}granularity", ["pixel", "channel"]),
+        }
+
+    # ---- helpers -------------------------------------------------------------
+    def _effective(self, coef: Tensor) -> Tensor:
+        """Coefficients as evaluated: (a0, a1, a2 * x2_scale [clipped], a2 = 0 for degree 1)."""
+        cfg = self.config
+        a2 = coef[:, 2] * cfg.x2_scale
+        if cfg.clip_x2 is not None:
+            a2 = a2.clamp(-cfg.clip_x2, cfg.clip_x2)
+        if cfg.degree == 1:
+            a2 = torch.zeros_like(a2)
+        return torch.stack([coef[:, 0], coef[:, 1], a2], dim=1)
+
+    @torch.no_grad()
+    def _dapa(self, gate: _Gate) -> None:
+        cfg = self.config
+        std = gate.var.clamp_min(cfg.var_min).sqrt()
+        new = dapa_coefficients(gate.mean, std, cfg.degree).to(gate.coef.dtype)
+        new[:, 0] *= cfg.a0_scale
+        new[:, 2] *= cfg.a2_scale / cfg.x2_scale
+        gate.coef.copy_(torch.where(gate.refresh[:, None], new, gate.coef))
+
+    def _make_gates(self, ctx: TechniqueContext, sites: list[GatedSite],
+                    dev: torch.device) -> list[_Gate]:
+        cfg = self.config
+        gen = torch.Generator().manual_seed(ctx.seed)
+        gates = []
+        for g in sites:
+            c = g.pshape[0]
+            if cfg.w_init == "uniform":
+                w0 = torch.rand(g.pshape, generator=gen)
+            else:
+                w0 = torch.full(g.pshape, float(cfg.w_init))
+            weight = g.weight.to(dev)
+            kinds = g.orig.to(dev)
+            poly_f = (kinds == int(Kind.POLY)).float()
+            has_poly = poly_f.expand(g.site.full_kinds().shape).flatten(1).sum(1) > 0
+            coef = torch.zeros(c, 3, device=dev)
+            if g.site.poly.numel() == 3 * c:
+                old = g.site.poly.to(dev, torch.float32)
+                coef[:, 0], coef[:, 1] = old[:, 0], old[:, 1]
+                coef[:, 2] = old[:, 2] / cfg.x2_scale
+                refresh = ~has_poly
+            else:
+                refresh = torch.ones(c, dtype=torch.bool, device=dev)
+            gates.append(_Gate(
+                g=g, w=nn.Parameter(w0.to(dev)), m=(weight > 0).float(),
+                coef=nn.Parameter(coef), cand_f=g.cand.to(dev).float(), poly_f=poly_f,
+                refresh=refresh.to(dev), weight=weight,
+                mean=torch.zeros(c, device=dev), var=torch.ones(c, device=dev),
+                acc=[torch.zeros((), device=dev), torch.zeros(c, device=dev),
+                     torch.zeros(c, device=dev)]))
+        return gates
+
+    # ---- run -------------------------------------------------------------------
+    def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
+        cfg = self.config
+        if budget < 0:
+            raise BudgetError(f"budget must be >= 0, got {budget}")
+        dev = resolve_device(ctx.finetune.device)
+        work = copy.deepcopy(start.model).to(dev)
+        sites = gated_sites(work, cfg.granularity)
+        start_count = kept_elements(work)
+        ft_epochs = ctx.finetune.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs
+        if budget >= start_count:
+            cand = start.clone()
+            cand.model.to(dev)
+            cand.history.append(self.step_record(budget=budget, relus=start_count, skipped=True))
+            cand.notes["budget_already_met"] = True
+            cand.val_accuracy = evaluate(cand.model, ctx.data.val, device=ctx.finetune.device,
+                                         num_classes=ctx.data.num_classes).accuracy
+            cand.model.eval()
+            return [cand]
+
+        gates = self._make_gates(ctx, sites, dev)
+        info = self._search(ctx, work, gates, budget, start_count)
+
+        # projection: top-B over w among the gates that are on; the rest -> POLY
+        scores = {gt.g.name: gt.g.broadcast(gt.w.detach()) for gt in gates}
+        eligible = {gt.g.name: gt.g.cand.to(dev) & gt.g.broadcast(gt.m > 0.5) for gt in gates}
+        kept = apply_selection(work, sites, scores, eligible, budget, drop_kind=Kind.POLY)
+        poly_elems = 0
+        for gt in gates:
+            site = gt.g.site
+            n_poly = int((site.full_kinds() == int(Kind.POLY)).sum())
+            if n_poly:
+                site.set_poly(self._effective(gt.coef.detach()))
+                poly_elems += n_poly
+        for p in work.parameters():
+            p.grad = None
+        cand = Candidate(model=work, spec=start.spec.model_copy(deep=True),
+                         history=copy.deepcopy(start.history))
+        cand.history.append(self.step_record(
+            budget=budget, relus=kept, poly_elements=poly_elems, search_epoch=info["epoch"],
+            live_count=info["live"]))
+        cand.notes.update({"search_epochs": info["epochs"], "live_count": info["live"],
+                           "search_val_accuracy": info["val"]})
+        ctx.emit(type="technique", technique=self.name, event="projected", budget=budget,
+                 relus=kept, poly_elements=poly_elems)
+        finetune_or_eval(ctx, cand, ft_epochs, cfg.kd_temperature, f"{self.name}-finetune")
+        return [cand]
+
+    def _search(self, ctx: TechniqueContext, work: nn.Module, gates: list[_Gate], budget: int,
+                total: int) -> dict[str, Any]:
+        cfg = self.config
+        target = budget / total
+        mode = {"collect": False}
+        mom = cfg.stats_momentum
+
+        def make_hook(gt: _Gate) -> Callable[..., Tensor]:
+            def hook(mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
+                x = args[0]
+                if mode["collect"] or mod.training:
+                    with torch.no_grad():
+                        s, sq, n = _channel_moments(x)
+                        if mode["collect"]:
+                            gt.acc[0] += n
+                            gt.acc[1] += s
+                            gt.acc[2] += sq
+                        else:
+                            mean = s / n
+                            var = (sq / n - mean * mean).clamp_min(0) * (n / max(n - 1, 1))
+                            gt.mean.lerp_(mean, mom)
+                            gt.var.lerp_(var, mom)
+                gate = ste_gate(gt.w, gt.m)
+                mix = gt.cand_f * (1.0 - gate) + gt.poly_f  # weight of p_c(x) per position
+                eff = self._effective(gt.coef)
+                if x.dim() == 4:
+                    shape = (1, -1, 1, 1)
+                else:
+                    shape = (1, -1)
+                    mix = mix.reshape(-1)
+                p = eff[:, 0].view(shape) + x * (eff[:, 1].view(shape) + x * eff[:, 2].view(shape))
+                return out + mix.to(x.dtype) * (p - out)
+            return hook
+
+        handles = [gt.g.site.register_forward_hook(make_hook(gt)) for gt in gates]
+        best: dict[str, Any] = {"val": -1.0, "snap": None, "epoch": 0}
+        last = {"live": total, "epoch": 0}
+
+        @torch.no_grad()
+        def live_count() -> int:
+            return int(torch.stack([(gt.m * gt.weight).sum() for gt in gates]).sum().round())
+
+        def on_step(model: nn.Module, step: int) -> None:
+            with torch.no_grad():
+                for gt in gates:
+                    gt.m.copy_(hysteresis_update(gt.m, gt.w, cfg.threshold))
+                if 0 < step < cfg.dapa_refresh_steps and step % cfg.dapa_refresh_every == 0:
+                    for gt in gates:
+                        self._dapa(gt)
+
+        def hinge(model: nn.Module) -> Tensor:
+            dens = torch.stack([(ste_gate(gt.w, gt.m) * gt.weight).sum() for gt in gates]).sum()
+            return cfg.lam * torch.relu(dens / total - target)
+
+        def on_epoch_end(model: nn.Module, epoch: int, val_acc: float) -> bool:
+            live = live_count()
+            last.update(live=live, epoch=epoch)
+            if cfg.select_on_val and live <= budget and val_acc > best["val"]:
+                best.update(val=val_acc, epoch=epoch, live=live,
+                            snap=state_snapshot(model, self._tensors(gates)))
+            ctx.emit(type="technique", technique=self.name, epoch=epoch, relus=live,
+                     density=live / total, val_accuracy=val_acc)
+            return False
+
+        def groups(model: nn.Module) -> list[dict[str, Any]]:
+            return [weights_group(model),
+                    {"params": [gt.w for gt in gates], "lr": cfg.mask_lr, "weight_decay": 0.0},
+                    {"params": [gt.coef for gt in gates], "lr": cfg.poly_lr,
+                     "weight_decay": 0.0}]
+
+        tcfg = search_train_config(ctx, epochs=cfg.search_epochs, lr=cfg.lr,
+                                   weight_decay=cfg.weight_decay, schedule="cosine",
+                                   kd_temperature=cfg.kd_temperature)
+        try:
+            self._calibrate(ctx, work, gates, mode, tcfg.batch_size)
+            res = fit(work, ctx.data.train, ctx.data.val, tcfg, teacher=ctx.teacher,
+                      augment=ctx.data.augment,
+                      hooks=TrainHooks(extra_loss=hinge, on_step=on_step,
+                                       on_epoch_end=on_epoch_end, param_groups=groups),
+                      progress=ctx.progress, should_stop=ctx.should_stop,
+                      phase=f"{self.name}-search")
+        finally:
+            for h in handles:
+                h.remove()
+        if best["snap"] is not None:
+            state, tensors = best["snap"]
+            work.load_state_dict(state)
+            with torch.no_grad():
+                for dst, src in zip(self._tensors(gates), tensors):
+                    dst.copy_(src)
+            return {"epochs": res.epochs_run, "epoch": best["epoch"], "live": best["live"],
+                    "val": best["val"]}
+        return {"epochs": res.epochs_run, "epoch": last["epoch"], "live": last["live"],
+                "val": float("nan")}
+
+    @staticmethod
+    def _tensors(gates: list[_Gate]) -> list[Tensor]:
+        out: list[Tensor] = []
+        for gt in gates:
+            out += [gt.w, gt.m, gt.coef, gt.mean, gt.var]
+        return out
+
+    @torch.no_grad()
+    def _calibrate(self, ctx: TechniqueContext, work: nn.Module, gates: list[_Gate],
+                   mode: dict[str, bool], batch_size: int) -> None:
+        """Exact per-channel mean/var of every site input over a few train batches -> DaPa."""
+        x_all = ctx.data.train.tensors[0]
+        dev = gates[0].w.device if gates else torch.device("cpu")
+        was = work.training
+        work.eval()
+        mode["collect"] = True
+        try:
+            for i in range(min(self.config.dapa_calib_batches,
+                               -(-len(x_all) // batch_size))):
+                work(x_all[i * batch_size:(i + 1) * batch_size].to(dev))
+        finally:
+            mode["collect"] = False
+            work.train(was)
+        for gt in gates:
+            n = gt.acc[0].clamp_min(1)
+            mean = gt.acc[1] / n
+            gt.mean.copy_(mean)
+            gt.var.copy_((gt.acc[2] / n - mean * mean).clamp_min(0))
+            self._dapa(gt)
+
+
+__all__ = ["AutoReP", "AutoRePConfig", "hysteresis_update", "ste_gate"]

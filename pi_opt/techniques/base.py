@@ -1,0 +1,163 @@
+"""Technique plugin contract and registry.
+
+A technique turns a starting :class:`Candidate` (the trained all-ReLU baseline, or
+the output of the previous technique in a chain) into reduced candidates whose
+per-sample ReLU count (exact + Circa, as counted by ``pi_opt.profile``) is at
+most the requested budget. Techniques never touch the test split: they select
+on ``ctx.data.val``. The search engine saves, reloads, counts and tests every
+candidate itself, so a technique cannot misreport its budget.
+
+Register with::
+
+    @register_technique
+    class MyTechnique(Technique):
+        name = "mine"
+        Config = MyConfig          # pydantic model, extra="forbid"
+        def run(self, ctx, start, *, budget): ...
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from pi_opt.artifacts import ModelSpec
+from pi_opt.data import DataBundle
+from pi_opt.errors import ConfigError
+from pi_opt.profile import ModelProfile, profile_model
+from pi_opt.registry import Registry
+from pi_opt.training import TrainConfig
+from pi_opt.training._loops import ProgressFn, StopFn
+
+
+class TechniqueConfig(BaseModel):
+    """Base of every technique config: keyword-only, typed, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class TechniqueContext:
+    """Shared inputs of one search.
+
+    teacher: trained all-ReLU baseline (prepared, materialized, eval mode). Read only.
+    finetune: the per-candidate epoch budget and optimizer settings.
+    workdir: a directory for cached, reusable computations (e.g. stage criticality).
+    """
+
+    spec: ModelSpec
+    data: DataBundle
+    teacher: nn.Module
+    baseline_profile: ModelProfile
+    finetune: TrainConfig
+    workdir: Path
+    seed: int = 0
+    progress: ProgressFn | None = None
+    should_stop: StopFn | None = None
+
+    def emit(self, **event: Any) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+
+@dataclass
+class Candidate:
+    """A reduced, trained model plus how it was obtained.
+
+    model: prepared model (MixedActivation sites, materialized), eval mode.
+    spec: its architecture (may differ from the base: width, resolution, HybReNet).
+    history: recipe steps ``{"technique": name, "params": {...}, ...}``.
+    """
+
+    model: nn.Module
+    spec: ModelSpec
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val_accuracy: float = float("nan")
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def relus(self) -> int:
+        return profile_model(self.model, self.spec.input_shape).relus
+
+    def profile(self) -> ModelProfile:
+        return profile_model(self.model, self.spec.input_shape)
+
+    def clone(self) -> Candidate:
+        return Candidate(model=copy.deepcopy(self.model), spec=self.spec.model_copy(deep=True),
+                         history=copy.deepcopy(self.history), val_accuracy=self.val_accuracy,
+                         notes=dict(self.notes))
+
+
+C = TypeVar("C", bound=TechniqueConfig)
+
+
+class Technique(ABC):
+    """A ReLU-reduction method.
+
+    Class attributes:
+        name: registry key.
+        Config: its pydantic config class.
+        reduces_count: False for methods that only make ReLUs cheaper (Circa).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TechniqueConfig]]
+    reduces_count: ClassVar[bool] = True
+
+    def __init__(self, config: TechniqueConfig | None = None, **kwargs: Any) -> None:
+        if config is None:
+            try:
+                config = self.Config(**kwargs)
+            except ValidationError as exc:
+                raise ConfigError(f"invalid {self.name} config: {exc}") from exc
+        elif kwargs:
+            raise TypeError("pass either a config object or keyword arguments")
+        self.config = config
+
+    @classmethod
+    def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
+        """Sample config overrides from an Optuna trial (default: none)."""
+        return {}
+
+    @abstractmethod
+    def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
+        """Return >= 1 candidates with at most ``budget`` ReLUs; the first answers ``budget``.
+
+        Further candidates (e.g. SNL snapshots at other budgets) are harvested by the search.
+        """
+
+    def step_record(self, **extra: Any) -> dict[str, Any]:
+        return {"technique": self.name, "params": self.config.model_dump(mode="json"), **extra}
+
+
+TECHNIQUES: Registry[type[Technique]] = Registry("technique")
+
+
+def register_technique(cls: type[Technique]) -> type[Technique]:
+    TECHNIQUES.register(cls.name)(cls)
+    return cls
+
+
+def list_techniques() -> list[str]:
+    return TECHNIQUES.names()
+
+
+def create_technique(name: str, **config: Any) -> Technique:
+    return TECHNIQUES.get(name)(**config)
+
+
+def baseline_candidate(ctx: TechniqueContext) -> Candidate:
+    """A fresh copy of the teacher as the starting point of a chain."""
+    return Candidate(model=copy.deepcopy(ctx.teacher), spec=ctx.spec.model_copy(deep=True),
+                     history=[], val_accuracy=float("nan"))
+
+
+def device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")

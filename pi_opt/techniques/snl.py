@@ -1,0 +1,384 @@
+"""SNL - Selective Network Linearization (Cho et al., ICML'22), with product improvements.
+
+Search: every currently kept ReLU position (RELU or CIRCA) gets a learnable
+coefficient ``c`` (init 1; one per position for ``pixel``, one per channel for
+``channel`` granularity) and the site computes ``c*site(x) + (1-c)*x``. Weights
+and ``c`` are trained jointly with CE + KD(T=4) + ``lambda * sum cost_s |c| n``
+(``n`` = ReLUs an entry covers); ``lambda`` grows by ``lambda_growth`` after each
+epoch (from ``warmup_epochs`` on) whose live count ``#{c > threshold}`` is not a
+new minimum. One descent passes every requested budget; at each the state is
+snapshotted, binarized by exact top-B over ``|c|`` (never over budget) and KD
+fine-tuned with the mask fixed. Positions that are already linearized (IDENTITY,
+POLY) keep their kind: they are never candidates and never resurrected.
+
+The search runs through forward hooks on the :class:`MixedActivation` sites, so
+the returned candidates are plain prepared models.
+
+This module also holds the mask helpers shared with AutoReP (``GatedSite``,
+``gated_sites``, ``apply_selection``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from pi_opt.activations import Kind, MixedActivation
+from pi_opt.errors import BudgetError, ModelFormatError
+from pi_opt.sites import iter_sites, site_dict, stage_of
+from pi_opt.techniques._common import distill, keep_top
+from pi_opt.techniques.base import (
+    Candidate, Technique, TechniqueConfig, TechniqueContext, register_technique,
+)
+from pi_opt.training import TrainConfig, TrainHooks, evaluate, fit, resolve_device
+
+MaskGranularity = Literal["pixel", "channel"]
+
+
+# ---------------------------------------------------------------------------
+# shared mask helpers (SNL and AutoReP)
+# ---------------------------------------------------------------------------
+@dataclass
+class GatedSite:
+    """Search-time view of one site.
+
+    orig: the site's kinds at search start (int8, kinds shape).
+    cand: bool, kinds shape - positions that are candidates (kept: RELU or CIRCA).
+    pshape: shape of the per-site search tensor (``[C,H,W]`` pixel, ``[C,1,1]`` channel).
+    weight: float ``pshape`` - candidate ReLUs each search entry covers.
+    """
+
+    name: str
+    site: MixedActivation
+    orig: Tensor
+    cand: Tensor
+    pshape: tuple[int, int, int]
+    weight: Tensor
+
+    def broadcast(self, t: Tensor) -> Tensor:
+        """A ``pshape`` tensor broadcast to the kinds shape."""
+        return t.expand(self.cand.shape) if tuple(t.shape) != tuple(self.cand.shape) else t
+
+
+def _kept(kinds: Tensor) -> Tensor:
+    return (kinds == int(Kind.RELU)) | (kinds == int(Kind.CIRCA))
+
+
+def gated_sites(model: nn.Module, granularity: MaskGranularity) -> list[GatedSite]:
+    """Collect every site of ``model`` for a mask search.
+
+    Unmaterialized sites are materialized (element granularity); a channel-granular
+    site searched at ``pixel`` granularity is expanded to an element kinds map (same
+    kinds, finer resolution) so that positions can be kept individually.
+    """
+    out: list[GatedSite] = []
+    for name, site in iter_sites(model):
+        if site.input_shape is None:
+            raise ModelFormatError(f"site {name} has no recorded shape; run a forward pass first")
+        if not site.materialized:
+            site.materialize(site.input_shape)
+        c, h, w = site.input_shape
+        if granularity == "pixel" and tuple(site.kinds.shape) != (c, h, w):
+            site.kinds = site.full_kinds().clone().contiguous()
+        pshape = (c, h, w) if granularity == "pixel" else (c, 1, 1)
+        orig = site.kinds.clone()
+        cand = _kept(orig)
+        full = cand.expand(c, h, w).float()
+        weight = full if pshape == (c, h, w) else full.sum(dim=(1, 2), keepdim=True)
+        out.append(GatedSite(name, site, orig, cand, pshape, weight.contiguous()))
+    return out
+
+
+def kept_elements(model: nn.Module) -> int:
+    """Kept (RELU + CIRCA) elements over all sites, per sample."""
+    return sum(int(_kept(s.full_kinds()).sum()) for _, s in iter_sites(model))
+
+
+@torch.no_grad()
+def apply_selection(
+    model: nn.Module,
+    sites: list[GatedSite],
+    scores: dict[str, Tensor],
+    eligible: dict[str, Tensor],
+    budget: int,
+    *,
+    drop_kind: Kind,
+) -> int:
+    """Keep the top-``budget`` eligible positions (exact, via ``keep_top``); return the count.
+
+    ``scores``/``eligible``: per site name, kinds-shaped. Kept positions keep their
+    original kind (RELU or CIRCA); other candidates become ``drop_kind``; positions
+    that were not candidates keep their original kind (never resurrected).
+    ``model``'s sites are looked up by name, so ``sites`` may describe a copy.
+    """
+    if budget < 0:
+        raise BudgetError(f"budget must be >= 0, got {budget}")
+    targets = site_dict(model)
+    neg = float("-inf")
+    masked = {}
+    for g in sites:
+        el = eligible[g.name].to(torch.bool).cpu()
+        s = torch.nan_to_num(scores[g.name].detach().float().cpu(), nan=neg, posinf=3e38)
+        masked[g.name] = torch.where(el, s, torch.full_like(s, neg))
+    keep_top(model, masked, budget, drop_kind=drop_kind, keep_kind=Kind.RELU)
+    total = 0
+    for g in sites:
+        site = targets[g.name]
+        el = eligible[g.name].to(device=site.kinds.device, dtype=torch.bool)
+        orig = g.orig.to(site.kinds.device)
+        cand = g.cand.to(site.kinds.device)
+        sel = (site.kinds == int(Kind.RELU)) & el & cand
+        drop = torch.full_like(orig, int(drop_kind))
+        site.set_kinds(torch.where(sel, orig, torch.where(cand, drop, orig)))
+        per = int(site.full_kinds().numel() // site.kinds.numel())
+        total += int(sel.sum()) * per
+    if total > budget:  # pragma: no cover - keep_top guarantees it
+        raise BudgetError(f"selection kept {total} > budget {budget}")
+    return total
+
+
+def site_cost(name: str, costs: dict[str, float]) -> float:
+    """Per-ReLU cost of a site: by site name, else by stage name, else 1."""
+    if name in costs:
+        return float(costs[name])
+    return float(costs.get(stage_of(name), 1.0))
+
+
+def state_snapshot(model: nn.Module, extra: list[Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:
+    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
+            [t.detach().clone() for t in extra])
+
+
+def finetune_or_eval(ctx: TechniqueContext, cand: Candidate, epochs: int,
+                     kd_temperature: float, phase: str) -> None:
+    """KD fine-tune (selection on val) or, with 0 epochs, just measure val accuracy."""
+    if epochs > 0:
+        distill(ctx, cand, epochs=epochs, kd_temperature=kd_temperature, phase=phase)
+    else:
+        cand.val_accuracy = evaluate(cand.model, ctx.data.val, device=ctx.finetune.device,
+                                     num_classes=ctx.data.num_classes).accuracy
+    cand.model.eval()
+
+
+def search_train_config(ctx: TechniqueContext, *, epochs: int, lr: float, weight_decay: float,
+                        schedule: str, kd_temperature: float) -> TrainConfig:
+    return ctx.finetune.model_copy(update={
+        "epochs": epochs, "optimizer": "adam", "lr": lr, "weight_decay": weight_decay,
+        "schedule": schedule, "select_on_val": False, "kd_temperature": kd_temperature,
+        "kd_weight": 1.0, "seed": ctx.seed})
+
+
+def weights_group(model: nn.Module) -> dict[str, Any]:
+    return {"params": [p for p in model.parameters() if p.requires_grad]}
+
+
+# ---------------------------------------------------------------------------
+# SNL
+# ---------------------------------------------------------------------------
+class SNLConfig(TechniqueConfig):
+    """SNL search + fine-tune settings (defaults sized for digits / resnet_mini on CPU)."""
+
+    granularity: MaskGranularity = "pixel"
+    lambda_init: float = Field(2e-3, gt=0)
+    lambda_growth: float = Field(1.1, ge=1.0)
+    warmup_epochs: int = Field(2, ge=0)
+    threshold: float = Field(0.01, gt=0)
+    lr: float = Field(1e-3, gt=0)          # Adam, network weights during the search
+    mask_lr: float = Field(0.02, gt=0)     # Adam, the coefficients c
+    weight_decay: float = Field(0.0, ge=0)
+    max_search_epochs: int = Field(30, ge=1)
+    harvest_budgets: list[int] = Field(default_factory=list)
+    finetune_epochs: int | None = Field(None, ge=0)
+    kd_temperature: float = Field(4.0, gt=0)
+    site_costs: dict[str, float] = Field(default_factory=dict)  # per-ReLU cost by site/stage
+
+
+@dataclass
+class _Snapshot:
+    budget: int
+    state: dict[str, Tensor]
+    coeffs: list[Tensor]
+    epoch: int
+    step: int
+    live: int
+    lam: float
+
+
+@register_technique
+class SNL(Technique):
+    """Selective Network Linearization with one-descent multi-budget harvesting."""
+
+    name = "snl"
+    Config = SNLConfig
+    reduces_count = True
+    config: SNLConfig
+
+    @classmethod
+    def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
+        return {
+            "lambda_init": trial.suggest_float(f"{prefix}lambda_init", 3e-4, 2e-2, log=True),
+            "mask_lr": trial.suggest_float(f"{prefix}mask_lr", 5e-3, 1e-1, log=True),
+            "threshold": trial.suggest_float(f"{prefix}threshold", 1e-3, 5e-2, log=True),
+            "granularity": trial.suggest_categorical(f"{prefix}granularity", ["pixel", "channel"]),
+        }
+
+    def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
+        cfg = self.config
+        if budget < 0:
+            raise BudgetError(f"budget must be >= 0, got {budget}")
+        dev = resolve_device(ctx.finetune.device)
+        work = copy.deepcopy(start.model).to(dev)
+        sites = gated_sites(work, cfg.granularity)
+        start_count = kept_elements(work)
+        ft_epochs = ctx.finetune.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs
+        harvest = sorted({int(b) for b in cfg.harvest_budgets
+                          if 0 <= int(b) < start_count and int(b) != budget}, reverse=True)
+        targets = sorted(set(harvest) | ({budget} if budget < start_count else set()),
+                         reverse=True)
+
+        results: list[Candidate] = []
+        if budget >= start_count:  # nothing to remove: the start already meets the budget
+            cand = start.clone()
+            cand.model.to(dev)
+            cand.history.append(self.step_record(budget=budget, harvested=False,
+                                                 relus=start_count, skipped=True))
+            cand.notes["budget_already_met"] = True
+            cand.val_accuracy = evaluate(cand.model, ctx.data.val, device=ctx.finetune.device,
+                                         num_classes=ctx.data.num_classes).accuracy
+            cand.model.eval()
+            results.append(cand)
+        if not targets:
+            return results
+
+        snaps, final, info = self._descend(ctx, work, sites, targets)
+        for b in [budget] + harvest:
+            if b >= start_count:
+                continue
+            snap = snaps.get(b)
+            harvested = b != budget
+            if snap is None and harvested:
+                continue  # descent never passed this budget: nothing to harvest
+            use = snap or final
+            model = copy.deepcopy(work)
+            model.load_state_dict(use.state)
+            scores = {g.name: g.broadcast(c.abs()) for g, c in zip(sites, use.coeffs)}
+            eligible = {g.name: g.cand for g in sites}
+            kept = apply_selection(model, sites, scores, eligible, b, drop_kind=Kind.IDENTITY)
+            cand = Candidate(model=model, spec=start.spec.model_copy(deep=True),
+                             history=copy.deepcopy(start.history))
+            cand.history.append(self.step_record(
+                budget=b, harvested=harvested, relus=kept, search_epoch=use.epoch,
+                search_step=use.step, live_count=use.live, lam=use.lam))
+            cand.notes.update({"budget_reached": snap is not None, "search_epochs": info["epochs"],
+                               "live_count": use.live})
+            if snap is None:
+                cand.notes["warning"] = (
+                    f"SNL live count {use.live} did not reach budget {b} within "
+                    f"{cfg.max_search_epochs} search epochs; binarized by exact top-B")
+            ctx.emit(type="technique", technique=self.name, event="binarized", budget=b,
+                     relus=kept, harvested=harvested)
+            finetune_or_eval(ctx, cand, ft_epochs, cfg.kd_temperature, f"{self.name}-finetune")
+            results.append(cand)
+        return results
+
+    # ---- the descent ----------------------------------------------------
+    def _descend(
+        self, ctx: TechniqueContext, work: nn.Module, sites: list[GatedSite], targets: list[int],
+    ) -> tuple[dict[int, _Snapshot], _Snapshot, dict[str, Any]]:
+        cfg = self.config
+        dev = next((p.device for p in work.parameters()), torch.device("cpu"))
+        coeffs = [nn.Parameter(torch.ones(g.pshape, device=dev)) for g in sites]
+        cands = [g.cand.to(dev) for g in sites]
+        weights = [g.weight.to(dev) * site_cost(g.name, cfg.site_costs) for g in sites]
+        counts_w = [g.weight.to(dev) for g in sites]
+        state = {"lam": cfg.lambda_init, "best": math.inf, "epoch": 0, "step": 0}
+        snaps: dict[int, _Snapshot] = {}
+        pending = list(targets)  # descending
+
+        def make_hook(c: Tensor, cand: Tensor) -> Callable[..., Tensor]:
+            def hook(mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
+                x = args[0]
+                cm = torch.where(cand, c, torch.ones((), device=c.device, dtype=c.dtype))
+                if x.dim() != 4:
+                    cm = cm.reshape(-1)
+                return x + cm.to(x.dtype) * (out - x)
+            return hook
+
+        handles = [g.site.register_forward_hook(make_hook(c, cd))
+                   for g, c, cd in zip(sites, coeffs, cands)]
+
+        @torch.no_grad()
+        def live_count() -> int:
+            parts = [((c > cfg.threshold).float() * w).sum() for c, w in zip(coeffs, counts_w)]
+            return int(torch.stack(parts).sum().round().item()) if parts else 0
+
+        def harvest(step: int, epoch: int) -> int:
+            """Snapshot every pending budget the live count has reached (after ``step`` steps)."""
+            live = live_count()
+            while pending and live <= pending[0]:
+                b = pending.pop(0)
+                st, cs = state_snapshot(work, list(coeffs))
+                snaps[b] = _Snapshot(b, st, cs, epoch, step, live, state["lam"])
+                ctx.emit(type="technique", technique=self.name, event="harvest", budget=b,
+                         relus=live, epoch=epoch, step=step, lam=state["lam"])
+            return live
+
+        def penalty(model: nn.Module) -> Tensor:
+            terms = [(c.abs() * w).sum() for c, w in zip(coeffs, weights)]
+            return state["lam"] * torch.stack(terms).sum()
+
+        def on_step(model: nn.Module, step: int) -> None:
+            state["step"] = step
+            if step > 0:  # state after `step` optimizer steps, inside epoch `epoch + 1`
+                harvest(step, state["epoch"] + 1)
+
+        def on_epoch_end(model: nn.Module, epoch: int, val_acc: float) -> bool:
+            state["epoch"] = epoch
+            state["step"] += 1
+            live = harvest(state["step"], epoch)
+            lam = state["lam"]
+            if live < state["best"]:
+                state["best"] = live
+            elif epoch >= cfg.warmup_epochs:
+                state["lam"] = lam * cfg.lambda_growth
+            ctx.emit(type="technique", technique=self.name, epoch=epoch, relus=live, lam=lam,
+                     val_accuracy=val_acc, remaining_budgets=list(pending))
+            return not pending
+
+        def groups(model: nn.Module) -> list[dict[str, Any]]:
+            return [weights_group(model),
+                    {"params": coeffs, "lr": cfg.mask_lr, "weight_decay": 0.0}]
+
+        tcfg = search_train_config(ctx, epochs=cfg.max_search_epochs, lr=cfg.lr,
+                                   weight_decay=cfg.weight_decay, schedule="constant",
+                                   kd_temperature=cfg.kd_temperature)
+        try:
+            if pending:
+                res = fit(work, ctx.data.train, ctx.data.val, tcfg, teacher=ctx.teacher,
+                          augment=ctx.data.augment,
+                          hooks=TrainHooks(extra_loss=penalty, on_step=on_step,
+                                           on_epoch_end=on_epoch_end, param_groups=groups),
+                          progress=ctx.progress, should_stop=ctx.should_stop,
+                          phase=f"{self.name}-search")
+                epochs_run = res.epochs_run
+            else:
+                epochs_run = 0
+        finally:
+            for h in handles:
+                h.remove()
+        st, cs = state_snapshot(work, list(coeffs))
+        final = _Snapshot(-1, st, cs, state["epoch"], state["step"], live_count(), state["lam"])
+        return snaps, final, {"epochs": epochs_run}
+
+
+__all__ = [
+    "SNL", "SNLConfig", "GatedSite", "apply_selection", "gated_sites", "kept_elements",
+    "site_cost",
+]
