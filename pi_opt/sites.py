@@ -74,9 +74,11 @@ def prepare_sites(model: nn.Module) -> nn.Module:
         return model
     assert graph is not None
     seen: Counter[str] = Counter()
+    relu_nodes = {n for n in graph.nodes if n.op == "call_module"
+                  and isinstance(model.get_submodule(str(n.target)), nn.ReLU)}
     for node in list(graph.nodes):
         new_name: str | None = None
-        if node.op == "call_module" and isinstance(model.get_submodule(str(node.target)), nn.ReLU):
+        if node in relu_nodes:
             seen[str(node.target)] += 1
             new_name = str(node.target) if seen[str(node.target)] == 1 else (
                 f"{node.target}__{seen[str(node.target)]}")

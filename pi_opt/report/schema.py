@@ -68,6 +68,7 @@ class ParetoPoint(_Model):
     sites: list[SiteKept] = Field(default_factory=list)
     artifact: str | None = None         # path relative to the job directory
     harvested_from: int | None = None   # trial that produced this as a by-product (SNL snapshots)
+    tuned: bool = False                 # hyperparameters sampled (False: technique defaults)
     pareto: bool = False
     seconds: float | None = None        # wall time spent on this candidate
     mpc: MpcMeasurement | None = None

@@ -149,12 +149,13 @@ class SearchSession:
         with file_lock(workdir / ".study.lock"):
             if storage is None:  # single-writer journal: RUNNING trials belong to a dead attempt
                 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                     study._storage.set_trial_user_attr(t._trial_id, "error",
                                                        "worker died (stale trial)")
-                    if "chain" in t.params:
-                        study.enqueue_trial(t.params, user_attrs={
-                            k: v for k, v in t.user_attrs.items() if k in ("grid", "retry_of")}
+                    study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                    params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+                    if "chain" in params:
+                        study.enqueue_trial(params, user_attrs={
+                            k: v for k, v in t.user_attrs.items() if k == "grid"}
                             | {"retry_of": t.number})
             if not study.user_attrs.get("seeded"):
                 for c in config.techniques:
@@ -166,6 +167,7 @@ class SearchSession:
         ctx = TechniqueContext(
             spec=spec, data=data, teacher=baseline.model, baseline_profile=baseline.manifest.profile,
             finetune=config.finetune, workdir=workdir / "cache", seed=config.seed,
+            job_seed=config.seed,
             progress=progress, should_stop=should_stop)
         cost = default_cost_model() if config.objective == "cost" else None
         return cls(config=config, workdir=workdir, study=study, ctx=ctx, baseline=baseline,
@@ -228,11 +230,12 @@ class SearchSession:
         except PiOptError as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc.message}")
             raise _TrialFailed(exc.message) from exc
-        point.update(chain=chain.chain, params=params, seconds=time.time() - t0)
+        point.update(chain=chain.chain, params=params, seconds=time.time() - t0,
+                     tuned=chain.search and not grid)
         for k, v in point.items():
             trial.set_user_attr(k, v)
         for j, extra in enumerate(extras):
-            self._harvest(trial.number, label, extra, j, seed)
+            self._harvest(trial.number, label, extra, j, seed, tuned=point["tuned"])
         return point["val_accuracy"], self._cost(point)
 
     def _cost(self, point: dict[str, Any]) -> float:
@@ -240,7 +243,8 @@ class SearchSession:
             return float(point["cost"])
         return float(point["relus"])
 
-    def _harvest(self, parent: int, label: str, cand: Any, j: int, seed: int) -> None:
+    def _harvest(self, parent: int, label: str, cand: Any, j: int, seed: int, *,
+                 tuned: bool) -> None:
         step = cand.history[-1] if cand.history else {}
         budget = int(step.get("budget") or min(
             (b for b in self.budgets if b >= cand.relus()), default=max(self.budgets)))
@@ -253,7 +257,8 @@ class SearchSession:
                 workdir=self.workdir, seed=seed, cost_model=self.cost_model)
         except PiOptError:
             return
-        point.update(chain=self.chains[label].chain, params={}, harvested_from=parent)
+        point.update(chain=self.chains[label].chain, params={}, harvested_from=parent,
+                     tuned=tuned)
         self.study.add_trial(optuna.trial.create_trial(
             params={"chain": label, "budget": budget},
             distributions={"chain": CategoricalDistribution(list(self.chains)),
@@ -319,7 +324,8 @@ class SearchSession:
                 val_accuracy=a["val_accuracy"], test_accuracy=a["test_accuracy"],
                 per_class_test_accuracy=a.get("per_class_test_accuracy", []),
                 sites=a.get("sites", []), artifact=a.get("artifact"),
-                harvested_from=a.get("harvested_from"), seconds=a.get("seconds")))
+                harvested_from=a.get("harvested_from"), tuned=a.get("tuned", False),
+                seconds=a.get("seconds")))
         return sorted(out, key=lambda p: p.trial)
 
     def finalize(self, *, measure: Measure | None = None) -> ParetoReport:

@@ -50,6 +50,7 @@ class TechniqueContext:
     teacher: trained all-ReLU baseline (prepared, materialized, eval mode). Read only.
     finetune: the per-candidate epoch budget and optimizer settings.
     workdir: a directory for cached, reusable computations (e.g. stage criticality).
+    seed: this trial's seed; job_seed: the job's seed, for computations shared by trials.
     """
 
     spec: ModelSpec
@@ -59,6 +60,7 @@ class TechniqueContext:
     finetune: TrainConfig
     workdir: Path
     seed: int = 0
+    job_seed: int = 0  # seed of cached, trial-independent computations (criticality)
     progress: ProgressFn | None = None
     should_stop: StopFn | None = None
 

@@ -28,6 +28,7 @@ This module also holds structural helpers shared by DeepReDuce and DeepReShape.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -188,7 +189,7 @@ def weights_fingerprint(model: nn.Module) -> str:
 def _train_config(ctx: TechniqueContext, epochs: int) -> TrainConfig:
     """The settings ``_common.distill`` trains each variant with."""
     return ctx.finetune.model_copy(update={"epochs": epochs, "select_on_val": True,
-                                           "seed": ctx.seed})
+                                           "seed": ctx.job_seed})
 
 
 def criticality_key(ctx: TechniqueContext, *, epochs: int, init: CriticalityInit) -> str:
@@ -237,7 +238,7 @@ def _variant(ctx: TechniqueContext, keep_stage: str | None, init: CriticalityIni
     if init == "teacher":
         model = copy.deepcopy(ctx.teacher)
     else:
-        torch.manual_seed(ctx.seed)
+        torch.manual_seed(ctx.job_seed)
         model = prepare_sites(ctx.spec.build())
     ensure_materialized(model, ctx.spec.input_shape)
     base = {n: torch.full_like(s.kinds, int(Kind.RELU)) for n, s in iter_sites(model)}
@@ -249,7 +250,9 @@ def _variant(ctx: TechniqueContext, keep_stage: str | None, init: CriticalityIni
 def _train_variant(ctx: TechniqueContext, model: nn.Module, *, epochs: int, phase: str) -> float:
     """KD-train one variant; returns its best validation accuracy (patched in tests)."""
     cand = Candidate(model=model, spec=ctx.spec)
-    return train_kd_or_eval(ctx, cand, epochs=epochs, phase=phase)
+    # Shared across trials: train with the job's seed, not the trial's.
+    return train_kd_or_eval(dataclasses.replace(ctx, seed=ctx.job_seed), cand, epochs=epochs,
+                            phase=phase)
 
 
 def scores_from(
