@@ -9,8 +9,8 @@ Fixed point: values are encoded as ``int64(x * 2**frac_bits)`` (CrypTen's
 encoder, truncation toward zero). Two parties hold shares ``s0 + s1 = x_enc``
 (mod 2**64). Each party locally keeps bits ``[k, k + l)`` of its own share; the
 parties add those l-bit numbers modulo 2**l and take bit ``l - 1`` as "x < 0".
-Exact for ``|x_enc| < 2**(k + l - 1)`` except that ``0 <= x_enc < 2**k`` may be
-reported negative (the lost carry), so small positives are zeroed
+Exact for ``-2**(k+l-1) + 2**k <= x_enc < 2**(k+l-1)`` except that ``0 <= x_enc < 2**k``
+may be reported negative (the lost carry), so small positives are zeroed
 ("PosZero"); negatives are never passed.
 """
 
@@ -72,7 +72,9 @@ def circa_relu(
 
 
 def exact_range(k: int, l: int, frac_bits: int = FRAC_BITS) -> float:
-    """Largest |x| (float units) for which the truncated sign is exact up to PosZero faults."""
+    """Bound (float units) of the exact range: the test is exact for
+    ``-2**(k+l-1) + 2**k <= x_enc < 2**(k+l-1)`` outside the PosZero band; values at the
+    negative edge (within ``2**k`` of ``-2**(k+l-1)``) may wrap to positive."""
     return 2.0 ** (k + l - 1 - frac_bits)
 
 

@@ -1,0 +1,109 @@
+"""Fit the CrypTen CPU latency model from the benchmark results and validate it.
+
+Training samples: every op of the ``keep*`` / ``last_stage_only`` variants of
+bench/results/mpc_relu_scaling*.json (op level) plus those whole inferences, and
+the per-element runs of bench/results/mpc_circa.json with N <= --max-n (exact ReLU,
+squares, Circa by l); least squares on relative errors, non-negative coefficients.
+The ``holdout`` variant (exact ReLU + Circa + squares) is predicted, not fitted.
+Writes configs/latency/crypten_cpu.json.
+
+    python bench/mpc_fit_latency.py --scaling bench/results/mpc_relu_scaling.json \
+        bench/results/mpc_relu_scaling_b8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mpc.latency_model import CostSample, fit, plan_counts, samples_from_ops  # noqa: E402
+from mpc.lowering import lower  # noqa: E402
+from mpc.results import MpcReport  # noqa: E402
+from mpc_common import machine  # noqa: E402
+from mpc_relu_scaling import make_variant  # noqa: E402
+from pi_opt.activations import Kind  # noqa: E402
+from pi_opt.artifacts import ModelSpec  # noqa: E402
+from pi_opt.profile import profile_model  # noqa: E402
+
+
+def circa_samples(path: Path, max_n: int) -> list[CostSample]:
+    out = []
+    for r in json.loads(path.read_text())["runs"]:
+        if r["n"] > max_n:
+            continue
+        n, secs, sent = r["n"], r["seconds"], r["crypten_bytes"] / 2
+        if r["method"] == "crypten_relu":
+            c = {"relus": float(n)}
+        elif r["method"] == "square":
+            c = {"poly_mults": float(n)}
+        else:
+            c = {"circa": {int(r["l"]): float(n)}}
+        out.append(CostSample(**c, rounds=float(r["rounds"]), seconds=secs, bytes=sent))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scaling", nargs="+", default=["bench/results/mpc_relu_scaling.json"])
+    ap.add_argument("--circa", default="bench/results/mpc_circa.json")
+    ap.add_argument("--out", default="configs/latency/crypten_cpu.json")
+    ap.add_argument("--max-n", type=float, default=1e5,
+                    help="largest per-element run used (networks have <= 1e5 per layer)")
+    args = ap.parse_args(argv)
+    train: list[CostSample] = circa_samples(Path(args.circa), int(args.max_n))
+    checks = []
+    for path in args.scaling:
+        data = json.loads(Path(path).read_text())
+        spec = ModelSpec.model_validate(data["spec"])
+        batch = data["config"]["batch_size"]
+        for run in data["runs"]:
+            rep = MpcReport.model_validate(run["report"])
+            fr = {Kind[k.upper()]: v for k, v in run["fractions"].items()}
+            model = make_variant(spec, run["variant"], fr)
+            counts = plan_counts(lower(model, spec.input_shape), batch_size=batch)
+            m = rep.measurement
+            whole = CostSample(**counts.model_dump(), seconds=m.latency_s,
+                               bytes=float(m.bytes_per_party))
+            if run["variant"] != "holdout":
+                train += samples_from_ops(rep.ops) + [whole]
+            checks.append((Path(path).name, run["variant"], batch, model, spec, counts, m))
+    lm = fit(train, source="bench/mpc_fit_latency.py (crypten 0.4.1, TFP, private weights, "
+                          "CPU loopback, 1 thread/party)", meta={
+        "backend": "crypten-0.4.1", "provider": "TFP", "weights": "private",
+        "threads_per_party": 1, "network": "loopback", "units": "seconds / bytes sent per party",
+        "sources": [*args.scaling, args.circa], "machine": machine(),
+        "note": "maxpool comparisons are costed as exact ReLUs; Circa keyed by l (bits kept)",
+    })
+    lm.save(args.out)
+    print("| coefficient | seconds | bytes sent/party |\n|---|---|---|")
+    print(f"| per exact ReLU | {lm.per_relu_s:.3e} | {lm.per_relu_bytes:.1f} |")
+    for l in sorted(lm.per_circa_s):
+        print(f"| per Circa ReLU, l={l} | {lm.per_circa_s[l]:.3e} | "
+              f"{lm.per_circa_bytes.get(l, 0.0):.1f} |")
+    print(f"| per square (poly) | {lm.per_mult_s:.3e} | {lm.per_mult_bytes:.1f} |")
+    print(f"| per MAC | {lm.per_mac_s:.3e} | {lm.per_mac_bytes:.3f} |")
+    print(f"| per round | {lm.per_round_s:.3e} | - |")
+    print(f"| per inference | {lm.per_inference_s:.3e} | {lm.per_inference_bytes:.0f} |")
+    print("\n| results | variant | batch | measured s | predicted (plan) s | "
+          "predicted (profile) s | error | measured MB | predicted MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, variant, batch, model, spec, counts, m in checks:
+        pred = lm.predict_counts(counts)
+        linear = sum(1 for op in lower(model, spec.input_shape).ops
+                     if op.kind in ("conv", "linear", "affine"))
+        prof = lm.predict(profile_model(model, spec.input_shape), batch_size=batch,
+                          linear_layers=linear)
+        print(f"| {name} | {variant} | {batch} | {m.latency_s:.3f} | {pred:.3f} | {prof:.3f} | "
+              f"{100 * (pred - m.latency_s) / m.latency_s:+.0f}% | "
+              f"{m.bytes_per_party / 1e6:.2f} | {lm.predict_bytes_counts(counts) / 1e6:.2f} |")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

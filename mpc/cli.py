@@ -1,0 +1,129 @@
+"""Command line: ``mpc measure`` and ``mpc demo`` (``python -m mpc ...`` or ``pi-opt mpc ...``).
+
+:func:`register` adds an ``mpc`` command with both subcommands to an existing
+argparse ``subparsers``; :func:`main` is the stand-alone entry point. Output is
+JSON on stdout; errors are one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mpc.config import MpcConfig
+from pi_opt.errors import PiOptError
+
+
+def _config(args: argparse.Namespace) -> MpcConfig:
+    return MpcConfig(
+        provider=args.provider, device=args.device, weights=args.weights,
+        repeats=getattr(args, "repeats", 1), warmup=args.warmup, network=args.network,
+        timeout_s=args.timeout, batch_size=getattr(args, "batch_size", 1), threads=args.threads,
+    )
+
+
+def _dataset(args: argparse.Namespace) -> Any:
+    if args.dataset is None:
+        return None
+    from pi_opt.data import DatasetSpec
+
+    return DatasetSpec(kind=args.dataset, path=args.data_path)
+
+
+def _write(obj: dict[str, Any], path: str | None) -> None:
+    text = json.dumps(obj, indent=2)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+    print(text)
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from mpc.crypten_backend import CryptenBackend
+    from mpc.demo import default_image
+
+    samples: Any = args.samples
+    ds = _dataset(args)
+    if ds is not None and args.samples > 0:
+        import torch
+
+        samples = torch.stack([default_image(args.artifact_dir, index=i, dataset=ds)[0]
+                               for i in range(args.samples)])
+    report = CryptenBackend().measure_report(args.artifact_dir, samples=samples,
+                                             config=_config(args))
+    _write(report.model_dump(mode="json") if args.ops else
+           {"artifact": report.artifact, "weights": report.weights,
+            **report.measurement.model_dump(mode="json"),
+            "latency_other_s": report.latency_other_s, "estimated_s": report.estimated_s,
+            "counts": report.counts}, args.json)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mpc.demo import default_image, run_demo
+
+    image, label = default_image(args.artifact_dir, index=args.index, dataset=_dataset(args))
+    result = run_demo(args.artifact_dir, image, config=_config(args))
+    _write({"index": args.index, "label": label, **result.model_dump(mode="json")}, args.json)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact_dir", help="pi_opt artifact directory (model.json + weights)")
+    p.add_argument("--provider", choices=["TFP", "TTP"], default="TFP")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--weights", choices=["private", "public"], default="private",
+                   help="private: server encrypts weights (2PC); public: plaintext weights")
+    p.add_argument("--network", choices=["lan", "wan"], default=None,
+                   help="also estimate latency on this emulated link")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per party")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
+    p.add_argument("--dataset", default=None,
+                   help="pi_opt data set kind for real images (digits, cifar10, ...)")
+    p.add_argument("--data-path", default=None, help="data set path for file-based kinds")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the JSON here")
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``measure`` and ``demo`` to ``subparsers``."""
+    m = subparsers.add_parser("measure", help="encrypted latency/bytes/agreement of a model")
+    _common(m)
+    m.add_argument("--samples", type=int, default=16,
+                   help="inputs for the plaintext-agreement check (N(0,1) unless --dataset)")
+    m.add_argument("--repeats", type=int, default=3)
+    m.add_argument("--batch-size", type=int, default=1)
+    m.add_argument("--ops", action="store_true", help="include the per-op breakdown")
+    m.set_defaults(func=cmd_measure)
+    d = subparsers.add_parser("demo", help="encrypted inference of one test image")
+    _common(d)
+    d.add_argument("--index", type=int, default=0, help="test-split image index")
+    d.set_defaults(func=cmd_demo)
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``mpc {measure,demo}`` to a parent CLI's ``subparsers``."""
+    p = subparsers.add_parser("mpc", help="2-party encrypted inference with CrypTen")
+    add_commands(p.add_subparsers(dest="mpc_command", required=True))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mpc", description=__doc__.splitlines()[0])
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["mpc"]:  # forwarded as ``pi-opt mpc ...``
+        argv = argv[1:]
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PiOptError as exc:
+        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["add_commands", "main", "register"]
