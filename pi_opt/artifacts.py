@@ -195,13 +195,12 @@ def save_artifact(
     """Write ``model.json`` + ``weights.safetensors`` atomically into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model = model.cpu()
     for _, site in iter_sites(model):
         if not site.materialized:
             if site.input_shape is None:
                 raise ModelFormatError("run a forward pass before saving (site shapes unknown)")
             site.materialize(site.input_shape)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".safetensors.tmp")
     os.close(fd)
     save_file(state, tmp, metadata={"format": FORMAT})

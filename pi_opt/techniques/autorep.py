@@ -67,7 +67,7 @@ def ste_gate(w: Tensor, m: Tensor) -> Tensor:
 
 @torch.no_grad()
 def hysteresis_update(m: Tensor, w: Tensor, threshold: float) -> Tensor:
-    """New gates: an on gate turns off only when ``w < -t``; an off gate turns on only when ``w > t``."""
+    """New gates: an on gate turns off only when ``w < -t``; an off one turns on only if ``w > t``."""
     on = m > 0.5
     return torch.where(on, w >= -threshold, w > threshold).to(m.dtype)
 
@@ -80,11 +80,13 @@ class AutoRePConfig(TechniqueConfig):
 
     granularity: MaskGranularity = "pixel"
     search_epochs: int = Field(20, ge=1)
-    lam: float = Field(20.0, ge=0)           # hinge weight on (density - budget/N)
+    lam: float = Field(5.0, ge=0)           # hinge weight on (density - budget/N)
     threshold: float = Field(0.003, ge=0)     # hysteresis t
     w_init: Literal["uniform"] | float = "uniform"  # Uniform(0,1) as the paper, or a constant
-    lr: float = Field(1e-3, gt=0)             # Adam, network weights (cosine)
+    lr: float = Field(1e-3, gt=0)             # Adam, network weights
+    schedule: Literal["cosine", "constant"] = "constant"  # search lr schedule (all groups)
     mask_lr: float = Field(0.02, gt=0)        # Adam, auxiliary weights w
+    mask_beta1: float = Field(0.5, ge=0, lt=1)  # Adam beta1 of w (lower = less overshoot)
     poly_lr: float = Field(1e-3, gt=0)        # Adam, polynomial coefficients
     weight_decay: float = Field(0.0, ge=0)
     degree: Literal[1, 2] = 2
@@ -98,6 +100,7 @@ class AutoRePConfig(TechniqueConfig):
     x2_scale: float = Field(1.0, gt=0)        # forward multiplier of the x^2 term
     clip_x2: float | None = Field(None, gt=0)  # clip of the effective x^2 coefficient
     select_on_val: bool = True                # keep the best-val search epoch within budget
+    fill_budget: bool = True                  # projection may re-enable off gates (highest w)
     finetune_epochs: int | None = Field(None, ge=0)
     kd_temperature: float = Field(4.0, gt=0)
 
@@ -139,7 +142,7 @@ class AutoReP(Technique):
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
         return {
-            "lam": trial.suggest_float(f"{prefix}lam", 2.0, 200.0, log=True),
+            "lam": trial.suggest_float(f"{prefix}lam", 1.0, 50.0, log=True),
             "mask_lr": trial.suggest_float(f"{prefix}mask_lr", 5e-3, 1e-1, log=True),
             "threshold": trial.suggest_float(f"{prefix}threshold", 1e-4, 1e-2, log=True),
             "granularity": trial.suggest_categorical(f"{prefix}granularity", ["pixel", "channel"]),
@@ -220,9 +223,9 @@ class AutoReP(Technique):
         gates = self._make_gates(ctx, sites, dev)
         info = self._search(ctx, work, gates, budget, start_count)
 
-        # projection: top-B over w among the gates that are on; the rest -> POLY
-        scores = {gt.g.name: gt.g.broadcast(gt.w.detach()) for gt in gates}
-        eligible = {gt.g.name: gt.g.cand.to(dev) & gt.g.broadcast(gt.m > 0.5) for gt in gates}
+        # projection: exact top-B over w, gates that are on first (off gates only with
+        # fill_budget, ranked after every on gate); the rest -> POLY
+        scores, eligible = self._projection_scores(gates)
         kept = apply_selection(work, sites, scores, eligible, budget, drop_kind=Kind.POLY)
         poly_elems = 0
         for gt in gates:
@@ -311,12 +314,13 @@ class AutoReP(Technique):
 
         def groups(model: nn.Module) -> list[dict[str, Any]]:
             return [weights_group(model),
-                    {"params": [gt.w for gt in gates], "lr": cfg.mask_lr, "weight_decay": 0.0},
+                    {"params": [gt.w for gt in gates], "lr": cfg.mask_lr, "weight_decay": 0.0,
+                     "betas": (cfg.mask_beta1, 0.999)},
                     {"params": [gt.coef for gt in gates], "lr": cfg.poly_lr,
                      "weight_decay": 0.0}]
 
         tcfg = search_train_config(ctx, epochs=cfg.search_epochs, lr=cfg.lr,
-                                   weight_decay=cfg.weight_decay, schedule="cosine",
+                                   weight_decay=cfg.weight_decay, schedule=cfg.schedule,
                                    kd_temperature=cfg.kd_temperature)
         try:
             self._calibrate(ctx, work, gates, mode, tcfg.batch_size)
@@ -339,6 +343,21 @@ class AutoReP(Technique):
                     "val": best["val"]}
         return {"epochs": res.epochs_run, "epoch": last["epoch"], "live": last["live"],
                 "val": float("nan")}
+
+    def _projection_scores(self, gates: list[_Gate]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        with torch.no_grad():
+            big = 2.0 * max((float(gt.w.abs().max()) for gt in gates if gt.w.numel()),
+                            default=0.0) + 1.0
+            scores, eligible = {}, {}
+            for gt in gates:
+                on = gt.m > 0.5
+                s = torch.where(on, gt.w, gt.w - big) if self.config.fill_budget else gt.w
+                el = gt.g.cand.to(on.device)
+                if not self.config.fill_budget:
+                    el = el & gt.g.broadcast(on)
+                scores[gt.g.name] = gt.g.broadcast(s.detach())
+                eligible[gt.g.name] = el
+        return scores, eligible
 
     @staticmethod
     def _tensors(gates: list[_Gate]) -> list[Tensor]:

@@ -74,9 +74,11 @@ def _kept(kinds: Tensor) -> Tensor:
 def gated_sites(model: nn.Module, granularity: MaskGranularity) -> list[GatedSite]:
     """Collect every site of ``model`` for a mask search.
 
-    Unmaterialized sites are materialized (element granularity); a channel-granular
-    site searched at ``pixel`` granularity is expanded to an element kinds map (same
-    kinds, finer resolution) so that positions can be kept individually.
+    Unmaterialized sites are materialized (element granularity). The kinds map is
+    re-expressed (same kinds) to fit the search: a channel-granular site searched at
+    ``pixel`` granularity is expanded to an element map so positions can be kept
+    individually; an element map whose channels are uniform is collapsed to a channel
+    map for a ``channel`` search, so the result stays channel-structured.
     """
     out: list[GatedSite] = []
     for name, site in iter_sites(model):
@@ -87,6 +89,10 @@ def gated_sites(model: nn.Module, granularity: MaskGranularity) -> list[GatedSit
         c, h, w = site.input_shape
         if granularity == "pixel" and tuple(site.kinds.shape) != (c, h, w):
             site.kinds = site.full_kinds().clone().contiguous()
+        elif granularity == "channel" and h * w > 1 and tuple(site.kinds.shape) == (c, h, w):
+            first = site.kinds[:, :1, :1]
+            if bool((site.kinds == first).all()):
+                site.kinds = first.clone().contiguous()
         pshape = (c, h, w) if granularity == "pixel" else (c, 1, 1)
         orig = site.kinds.clone()
         cand = _kept(orig)
@@ -186,12 +192,12 @@ class SNLConfig(TechniqueConfig):
     """SNL search + fine-tune settings (defaults sized for digits / resnet_mini on CPU)."""
 
     granularity: MaskGranularity = "pixel"
-    lambda_init: float = Field(2e-3, gt=0)
+    lambda_init: float = Field(1e-2, gt=0)
     lambda_growth: float = Field(1.1, ge=1.0)
     warmup_epochs: int = Field(2, ge=0)
     threshold: float = Field(0.01, gt=0)
     lr: float = Field(1e-3, gt=0)          # Adam, network weights during the search
-    mask_lr: float = Field(0.02, gt=0)     # Adam, the coefficients c
+    mask_lr: float = Field(0.01, gt=0)     # Adam, the coefficients c
     weight_decay: float = Field(0.0, ge=0)
     max_search_epochs: int = Field(30, ge=1)
     harvest_budgets: list[int] = Field(default_factory=list)
@@ -223,8 +229,8 @@ class SNL(Technique):
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
         return {
-            "lambda_init": trial.suggest_float(f"{prefix}lambda_init", 3e-4, 2e-2, log=True),
-            "mask_lr": trial.suggest_float(f"{prefix}mask_lr", 5e-3, 1e-1, log=True),
+            "lambda_init": trial.suggest_float(f"{prefix}lambda_init", 1e-3, 5e-2, log=True),
+            "mask_lr": trial.suggest_float(f"{prefix}mask_lr", 3e-3, 3e-2, log=True),
             "threshold": trial.suggest_float(f"{prefix}threshold", 1e-3, 5e-2, log=True),
             "granularity": trial.suggest_categorical(f"{prefix}granularity", ["pixel", "channel"]),
         }

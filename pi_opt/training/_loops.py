@@ -32,7 +32,7 @@ class TrainHooks:
     extra_loss(model) -> scalar added to the loss each step (penalties).
     on_step(model, step) runs before each step's forward pass (gate updates).
     on_epoch_end(model, epoch, val_acc) -> True to stop early.
-    trainable(model) -> parameters to optimize (default: all).
+    param_groups(model) -> optimizer parameter groups (default: all trainable parameters).
     """
 
     extra_loss: Callable[[nn.Module], Tensor] | None = None
@@ -162,7 +162,8 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                nn.utils.clip_grad_norm_(
+                    [p for g in opt.param_groups for p in g["params"]], config.grad_clip)
             opt.step()
             if sched is not None:
                 sched.step()
