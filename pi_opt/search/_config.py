@@ -36,6 +36,8 @@ class SearchConfig(BaseModel):
     n_trials: total trials (shared by all workers); default one per (chain, budget).
     objective: second objective next to validation accuracy: raw ReLU count or the
         cost model's latency estimate (ReLUs, Circa ReLUs, polynomial multiplications, MACs).
+    chain_slack: in a chain, a count-reducing technique followed by another one gets
+        ``chain_slack x budget`` ReLUs; the last reducer meets the budget.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -55,6 +57,7 @@ class SearchConfig(BaseModel):
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     seed: int = 0
     harvest: bool = True
+    chain_slack: float = Field(2.0, ge=1.0)
     measure_mpc: Literal["none", "front", "all"] = "none"
     mpc: dict[str, Any] = Field(default_factory=dict)
 

@@ -213,9 +213,13 @@ class SearchSession:
         try:
             start = baseline_candidate(ctx)
             extras = []
+            reducers = [i for i, n in enumerate(chain.chain) if TECHNIQUES.get(n).reduces_count]
             for i, name in enumerate(chain.chain):
                 tech = TECHNIQUES.get(name)(**params[name])
-                cands = tech.run(ctx, start, budget=budget)
+                # A reducer followed by another reducer leaves it room to work.
+                step_budget = budget if not reducers or i >= reducers[-1] else min(
+                    ctx.baseline_profile.relus, int(budget * self.config.chain_slack))
+                cands = tech.run(ctx, start, budget=step_budget)
                 if not cands:
                     raise PiOptError(f"{name} returned no candidate for budget {budget}")
                 start = cands[0]

@@ -1,0 +1,159 @@
+"""Command line: ``serve``, ``worker`` and ``keys`` subcommands.
+
+``register(subparsers)`` adds them to the ``pi-opt`` CLI; ``python -m service`` works too.
+Options override ``PI_OPT_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="jobs, uploads and the SQLite database (PI_OPT_DATA_DIR)")
+    p.add_argument("--database-url", help="sqlite:///... or postgresql+psycopg://... "
+                   "(PI_OPT_DATABASE_URL)")
+    p.add_argument("--executor", choices=["local", "procrastinate"],
+                   help="local (embedded) or procrastinate (PostgreSQL scale-out)")
+    p.add_argument("--log-level", default=None, help="debug, info, warning, ...")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``serve``, ``worker`` and ``keys`` to an argparse subparsers object."""
+    serve = subparsers.add_parser("serve", help="run the REST API (embedded worker by default)")
+    _common(serve)
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--no-worker", action="store_true",
+                       help="do not run jobs in the API process (use `pi-opt worker`)")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = subparsers.add_parser("worker", help="run jobs (local supervisor or "
+                                   "procrastinate worker, after --executor)")
+    _common(worker)
+    worker.add_argument("--concurrency", type=int, help="local executor: parallel jobs")
+    worker.set_defaults(func=cmd_worker)
+
+    spec = subparsers.add_parser("openapi", help="print the OpenAPI document (JSON)")
+    spec.add_argument("--out", help="write to this file instead of stdout")
+    spec.set_defaults(func=cmd_openapi)
+
+    keys = subparsers.add_parser("keys", help="manage API keys")
+    _common(keys)
+    sub = keys.add_subparsers(dest="keys_cmd", required=True)
+    create = sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", default="cli")
+    sub.add_parser("list", help="list keys (ids, names, prefixes)")
+    revoke = sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    keys.set_defaults(func=cmd_keys)
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from service.settings import Settings
+
+    overrides = {k: v for k, v in {
+        "data_dir": args.data_dir, "database_url": args.database_url,
+        "executor": args.executor, "log_level": args.log_level, **extra}.items() if v is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SystemExit(f"pi-opt: invalid settings:\n{exc}") from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings(args, host=args.host, port=args.port,
+                         embedded_worker=False if args.no_worker else None)
+    _logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, timeout_graceful_shutdown=30)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from service.app import prepare_database
+
+    settings = _settings(args, max_concurrent_jobs=args.concurrency)
+    _logging(settings.log_level)
+    db = prepare_database(settings)
+    if settings.executor == "procrastinate":
+        from service.executor.procrastinate_exec import run_worker
+
+        run_worker(settings, db)
+        return 0
+    from service.executor.local import Supervisor
+
+    sup = Supervisor(settings, db)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sup.stop())
+    thread = threading.Thread(target=sup.run, name="pi-opt-supervisor")
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.5)
+    return 0
+
+
+def openapi_document() -> str:
+    """The API's OpenAPI document as committed in ``service/openapi.json``."""
+    import json
+    import tempfile
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = create_app(Settings(data_dir=tmp)).openapi()
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    text = openapi_document()
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from service.app import prepare_database
+    from service.auth import create_api_key, list_api_keys, revoke_api_key
+
+    settings = _settings(args)
+    db = prepare_database(settings)
+    if args.keys_cmd == "create":
+        principal, secret = create_api_key(db, args.name)
+        print(f"{principal.id}\t{secret}")
+    elif args.keys_cmd == "list":
+        for k in list_api_keys(db):
+            state = "revoked" if k.revoked_at else "active"
+            print(f"{k.id}\t{k.name}\t{k.prefix}...\t{state}")
+    elif not revoke_api_key(db, args.key_id):
+        print(f"no active key {args.key_id}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)

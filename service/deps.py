@@ -1,0 +1,53 @@
+"""Typed dependency aliases (route signatures read like prose)."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.auth import Principal, authenticate
+from service.db import Database
+from service.demos import DemoRunner
+from service.executor.base import Executor
+from service.isolation import Helpers
+from service.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, bearerFormat="pio_<key>",
+                     description="API key created on first start or with `pi-opt keys create`")
+
+
+def get_settings(request: Request) -> Settings:
+    return cast(Settings, request.app.state.settings)
+
+
+def get_db(request: Request) -> Database:
+    return cast(Database, request.app.state.db)
+
+
+def get_executor(request: Request) -> Executor:
+    return cast(Executor, request.app.state.executor)
+
+
+def get_helpers(request: Request) -> Helpers:
+    return cast(Helpers, request.app.state.helpers)
+
+
+def get_demos(request: Request) -> DemoRunner:
+    return cast(DemoRunner, request.app.state.demos)
+
+
+def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return authenticate(request.app.state.db, credentials)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbDep = Annotated[Database, Depends(get_db)]
+ExecutorDep = Annotated[Executor, Depends(get_executor)]
+HelpersDep = Annotated[Helpers, Depends(get_helpers)]
+DemosDep = Annotated[DemoRunner, Depends(get_demos)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

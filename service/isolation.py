@@ -1,0 +1,99 @@
+"""Keeps torch out of the API process.
+
+Checks that need ``pi_opt``'s models (full spec validation, data-set format detection
+and archive extraction, model specs against weights) run in a small pool of ``spawn``
+helper processes. The API process stays light, never holds the GIL for them, and
+survives a crash in them (the pool is rebuilt; the request gets a 503 problem).
+Helpers answer ``("ok", value)`` or ``("problem", problem_dict)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from pi_opt.errors import PiOptError
+from service.problems import ProblemError, from_pi_opt, from_validation
+
+log = logging.getLogger("service.isolation")
+T = TypeVar("T")
+
+
+def run_checked(fn: Callable[..., Any], *args: Any) -> tuple[str, Any]:
+    """Helper-side wrapper: expected failures come back as problem documents."""
+    try:
+        return "ok", fn(*args)
+    except ProblemError as exc:
+        return "problem", exc.to_problem()
+    except PiOptError as exc:
+        return "problem", from_pi_opt(exc).to_problem()
+    except ValidationError as exc:
+        return "problem", from_validation(exc).to_problem()
+
+
+def _warm() -> bool:
+    from service.specs import warm_up
+
+    warm_up()
+    return True
+
+
+class Helpers:
+    """A lazily (re)built spawn process pool; ``call`` runs ``fn(*args)`` in it."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.workers,
+                                                 mp_context=mp.get_context("spawn"))
+            return self._pool
+
+    def _reset(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def call(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        pool = self._get()
+        try:
+            status, value = pool.submit(run_checked, fn, *args).result(timeout)
+        except BrokenProcessPool:
+            log.error("a helper process died; rebuilding the pool")
+            self._reset(pool)
+            raise ProblemError(503, "helper-crashed", "a validation helper crashed; retry the "
+                               "request", headers={"Retry-After": "1"}) from None
+        except TimeoutError:
+            raise ProblemError(503, "helper-timeout", "validation took too long; retry later",
+                               headers={"Retry-After": "5"}) from None
+        if status == "problem":
+            raise ProblemError.from_problem(value)
+        return value  # type: ignore[no-any-return]
+
+    def warm_up(self) -> None:
+        """Start the helpers and import the engine there (in the background)."""
+        def _go() -> None:
+            try:
+                self.call(_warm, timeout=300)
+            except Exception:  # noqa: BLE001 - the first real call reports problems
+                log.exception("helper warm-up failed")
+
+        threading.Thread(target=_go, name="pi-opt-helpers-warm-up", daemon=True).start()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

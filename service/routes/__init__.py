@@ -1,0 +1,1 @@
+"""HTTP routers (thin: parse, authorize, call a service function, shape the response)."""

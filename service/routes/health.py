@@ -1,0 +1,34 @@
+"""/v1/health: liveness + database reachability (no authentication)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from service.db import utcnow
+from service.deps import DbDep, SettingsDep
+from service.problems import ProblemError
+from service.routes.jobs import PROBLEM
+from service.schemas import Health
+
+router = APIRouter(prefix="/v1", tags=["health"])
+
+
+def _version() -> str:
+    try:
+        return version("pi-opt")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@router.get("/health", responses={503: PROBLEM})
+def health(db: DbDep, settings: SettingsDep) -> Health:
+    try:
+        with db.read() as s:
+            s.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001
+        raise ProblemError(503, "database-unavailable", "the database is unreachable") from None
+    return Health(status="ok", version=_version(), executor=settings.executor,
+                  database=db.engine.dialect.name, time=utcnow())

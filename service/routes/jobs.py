@@ -1,0 +1,143 @@
+"""/v1/jobs: submit, inspect, list, cancel, delete, stream events."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+from urllib.parse import urlencode
+
+import anyio
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from fastapi.sse import format_sse_event
+
+from service import jobs
+from service.db import TERMINAL, Database
+from service.deps import DbDep, ExecutorDep, HelpersDep, PrincipalDep, SettingsDep
+from service.problems import Problem, ProblemError
+from service.schemas import JobCreate, JobPublic, JobsPage, JobStatus
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+RETRY_AFTER_S = "5"
+
+
+@router.post("", status_code=202, responses={400: PROBLEM, 401: PROBLEM, 409: PROBLEM,
+                                              422: PROBLEM})
+def submit_job(
+    body: JobCreate, response: Response, db: DbDep, settings: SettingsDep,
+    executor: ExecutorDep, helpers: HelpersDep, principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobPublic:
+    """Validate the spec fully and enqueue the job (202 + ``Location``).
+
+    With ``Idempotency-Key``: the same key and body replay the original answer
+    (``Idempotent-Replayed: true``); the same key with another body is a 422.
+    """
+    job, replayed = jobs.create_job(db, settings, executor, helpers, principal, body,
+                                    idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    response.headers["Retry-After"] = RETRY_AFTER_S
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return jobs.to_public(job)
+
+
+@router.get("", responses={400: PROBLEM, 401: PROBLEM})
+def list_jobs(
+    request: Request, response: Response, db: DbDep, principal: PrincipalDep,
+    status: Annotated[list[JobStatus] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> JobsPage:
+    """Newest first; follow ``next_cursor`` (also sent as ``Link: <...>; rel="next"``)."""
+    rows, nxt = jobs.list_jobs(db, principal, statuses=status, limit=limit, cursor=cursor)
+    if nxt:
+        params = [("limit", str(limit)), *(("status", s) for s in status or []), ("cursor", nxt)]
+        response.headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
+    return jobs.to_page(rows, nxt)
+
+
+@router.get("/{job_id}", responses={401: PROBLEM, 404: PROBLEM})
+def get_job(job_id: str, response: Response, db: DbDep, principal: PrincipalDep) -> JobPublic:
+    job = jobs.get_job(db, principal, job_id)
+    if job.status not in TERMINAL:
+        response.headers["Retry-After"] = RETRY_AFTER_S
+    return jobs.to_public(job)
+
+
+@router.post("/{job_id}/cancel", status_code=202, responses={401: PROBLEM, 404: PROBLEM})
+def cancel_job(job_id: str, db: DbDep, executor: ExecutorDep,
+               principal: PrincipalDep) -> JobPublic:
+    """Idempotent, best effort: the job ends ``canceled`` (or finishes first)."""
+    return jobs.to_public(jobs.cancel_job(db, executor, principal, job_id))
+
+
+@router.delete("/{job_id}", status_code=204, responses={401: PROBLEM, 404: PROBLEM,
+                                                         409: PROBLEM})
+def delete_job(job_id: str, db: DbDep, settings: SettingsDep, executor: ExecutorDep,
+               principal: PrincipalDep) -> Response:
+    """Delete a terminal job with its events and artifacts (409 while active)."""
+    jobs.delete_job(db, settings, executor, principal, job_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"description": "Server-sent events (default) or NDJSON (`format=ndjson`)",
+                     "content": {"text/event-stream": {}, "application/x-ndjson": {}}},
+               400: PROBLEM, 401: PROBLEM, 404: PROBLEM},
+)
+async def job_events(
+    job_id: str, request: Request, db: DbDep, settings: SettingsDep, principal: PrincipalDep,
+    format: Literal["sse", "ndjson"] = "sse",
+    after: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> Response:
+    """Progress events, replayed from ``Last-Event-ID`` (or ``after``).
+
+    SSE: one ``id:`` per event, keep-alive comments, the stream ends after the terminal
+    ``status`` event. ``format=ndjson`` answers the events after ``after`` at once (poll
+    fallback; ``X-Job-Status`` tells whether to poll again).
+    """
+    await anyio.to_thread.run_sync(jobs.get_job, db, principal, job_id)
+    start = after or 0
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise ProblemError(400, "invalid-last-event-id", "Last-Event-ID must be an integer")
+        start = int(last_event_id)
+    if format == "ndjson":
+        events, status = await anyio.to_thread.run_sync(jobs.events_after, db, job_id, start)
+        body = "".join(e.model_dump_json() + "\n" for e in events)
+        return Response(body, media_type="application/x-ndjson",
+                        headers={"X-Job-Status": status, "Cache-Control": "no-cache"})
+    stream = _sse(db, job_id, start, request, settings.sse_keepalive_s,
+                  settings.poll_interval_s)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _sse(db: Database, job_id: str, after: int, request: Request, keepalive_s: float,
+               poll_s: float) -> AsyncIterator[bytes]:
+    yield b"retry: 2000\n\n"
+    last_write = time.monotonic()
+    while True:
+        events, status = await anyio.to_thread.run_sync(jobs.events_after, db, job_id, after)
+        for ev in events:
+            yield format_sse_event(data_str=json.dumps(ev.model_dump(mode="json")),
+                                   event=ev.type, id=str(ev.id))
+            after = ev.id
+            if ev.type == "status" and ev.data.get("terminal"):
+                return
+        if events:
+            last_write = time.monotonic()
+            continue
+        if status in TERMINAL or status == "deleted" or await request.is_disconnected():
+            return
+        if time.monotonic() - last_write >= keepalive_s:
+            yield b": keep-alive\n\n"
+            last_write = time.monotonic()
+        await anyio.sleep(poll_s)

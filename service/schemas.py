@@ -1,0 +1,141 @@
+"""Request and response schemas (table models never leave the service layer)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.problems import Problem
+
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "canceled"]
+
+_EXAMPLE_SPEC: dict[str, Any] = {
+    "title": "digits demo",
+    "data": {"kind": "digits", "max_train": 400},
+    "model": {"arch": {"name": "resnet_mini", "kwargs": {"widths": [4, 8, 16]}},
+              "input_shape": [1, 8, 8], "num_classes": 10},
+    "baseline": {"epochs": 2},
+    "finetune": {"epochs": 1},
+    "techniques": ["deepreduce"],
+    "budgets": [0.5],
+    "n_trials": 2,
+}
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class JobCreate(BaseModel):
+    """A job submission.
+
+    ``spec`` is a ``pi_opt.search.SearchConfig`` document. Instead of file paths it
+    references uploads: ``"data": {"upload_id": "upl_...", "max_train": 1000}`` (other
+    DatasetSpec fields allowed; the kind comes from the upload) and
+    ``"model": {"upload_id": "upl_..."}`` (architecture spec + safetensors weights).
+    """
+
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"spec": _EXAMPLE_SPEC}]})
+    spec: dict[str, Any]
+
+
+class Progress(BaseModel):
+    phase: str | None = None
+    trials_done: int = 0
+    trials_total: int | None = None
+    best_so_far: dict[str, Any] | None = None
+    epoch: dict[str, Any] | None = None
+
+
+class JobPublic(_Out):
+    id: str
+    status: JobStatus
+    title: str
+    attempt: int
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress
+    error: Problem | None
+    result: dict[str, Any] | None
+    spec: dict[str, Any]
+    links: dict[str, str]
+
+
+class JobsPage(BaseModel):
+    data: list[JobPublic]
+    next_cursor: str | None
+
+
+class EventPublic(BaseModel):
+    id: int = Field(description="per-job sequence number; the SSE `id`")
+    type: str
+    attempt: int
+    created_at: datetime
+    data: dict[str, Any]
+
+
+class UploadPublic(_Out):
+    id: str
+    kind: Literal["dataset", "model"]
+    status: Literal["awaiting_spec", "ready"]
+    format: str | None
+    filename: str
+    size: int
+    sha256: str
+    created_at: datetime
+    meta: dict[str, Any]
+    links: dict[str, str]
+
+
+class UploadsPage(BaseModel):
+    data: list[UploadPublic]
+    next_cursor: str | None
+
+
+class ArtifactPublic(BaseModel):
+    name: str = Field(description="path relative to the job directory, e.g. report/pareto.json")
+    media_type: str
+    size: int
+    sha256: str
+    pareto_point: int | None = Field(None, description="trial number for points/trial-<n>/*")
+    href: str
+
+
+class ArtifactList(BaseModel):
+    data: list[ArtifactPublic]
+
+
+class DemoCreate(BaseModel):
+    """Which front point (trial number or ``"best"``: highest validation accuracy) and which
+    test-split sample to classify under MPC."""
+
+    model_config = ConfigDict(extra="forbid")
+    trial: int | Literal["best"] = "best"
+    index: int = Field(0, ge=0)
+
+
+class DemoPublic(_Out):
+    id: str
+    job_id: str
+    trial: int
+    index: int
+    status: Literal["queued", "running", "succeeded", "failed"]
+    result: dict[str, Any] | None
+    error: Problem | None
+    created_at: datetime
+    finished_at: datetime | None
+    links: dict[str, str]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    executor: str
+    database: str
+    time: datetime

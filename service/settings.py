@@ -1,0 +1,75 @@
+"""Service configuration (environment variables ``PI_OPT_*`` or keyword arguments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the API process and the workers need to agree on.
+
+    ``database_url`` defaults to SQLite in ``data_dir``; a ``postgresql+psycopg://`` URL
+    together with ``executor="procrastinate"`` is the scale-out mode. Intervals are seconds.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PI_OPT_", extra="forbid")
+
+    data_dir: Path = Path(".pi-opt")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    executor: Literal["local", "procrastinate"] = "local"
+    embedded_worker: bool = True          # local executor: run the job supervisor in the API
+    max_concurrent_jobs: int = Field(1, ge=1)
+    fanout: int = Field(2, ge=1)          # procrastinate: trial tasks per job
+    max_upload_bytes: int = Field(1 << 30, ge=1)
+    max_extract_bytes: int = Field(4 << 30, ge=1)
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    stale_after_s: float = Field(30.0, gt=0)
+    poll_interval_s: float = Field(0.5, gt=0)
+    cancel_grace_s: float = Field(10.0, ge=0)   # cooperative stop before SIGTERM
+    kill_grace_s: float = Field(5.0, ge=0)      # SIGTERM before SIGKILL
+    max_attempts: int = Field(3, ge=1)
+    idempotency_ttl_s: float = Field(24 * 3600, gt=0)
+    sse_keepalive_s: float = Field(15.0, gt=0)
+    demo_timeout_s: float = Field(600.0, gt=0)
+    demo_concurrency: int = Field(1, ge=1)
+    bootstrap_key: bool = True            # create + print an API key when none exists
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'pi-opt.db'}"
+        if self.database_url.startswith(("postgres://", "postgresql://")):
+            self.database_url = "postgresql+psycopg://" + self.database_url.split("://", 1)[1]
+        if self.executor == "procrastinate" and not self.is_postgres:
+            raise ValueError("executor 'procrastinate' needs a postgresql+psycopg:// database_url")
+        if self.stale_after_s <= self.heartbeat_interval_s:
+            raise ValueError("stale_after_s must be larger than heartbeat_interval_s")
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith("postgresql")
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id

@@ -1,0 +1,156 @@
+"""Job specs: upload references, full validation at submission, resolution in the runner.
+
+A stored spec keeps references (``{"upload_id": ...}``), never server paths: users
+cannot point a job at arbitrary files. Resolution turns references into paths under
+the uploads directory right before validation (API) or before the run (job runner).
+``pi_opt.search`` (and with it torch) is imported lazily, and in the API only inside the
+helper processes (``service.isolation``).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from pi_opt.errors import PiOptError
+from service.problems import ProblemError, validation_errors
+
+if TYPE_CHECKING:
+    from pi_opt.search import SearchConfig
+
+REF = "upload_id"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclass(frozen=True)
+class UploadRef:
+    """What resolution needs to know about one upload."""
+
+    id: str
+    kind: str
+    status: str
+    format: str | None
+    path: Path                      # absolute: data file / directory, or the model directory
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def referenced_uploads(raw: Mapping[str, Any]) -> list[str]:
+    """Upload ids referenced by ``data`` and ``model`` (in that order, deduplicated)."""
+    ids: list[str] = []
+    for key in ("data", "model"):
+        part = raw.get(key)
+        if isinstance(part, Mapping) and isinstance(part.get(REF), str) and part[REF] not in ids:
+            ids.append(part[REF])
+    return ids
+
+
+def _err(loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> dict[str, Any]:
+    return {"loc": ["spec", *loc], "msg": msg, "type": kind}
+
+
+def resolve_spec(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with upload references replaced by paths.
+
+    Raises ProblemError(422) listing every bad reference or user-supplied path.
+    """
+    spec = copy.deepcopy(dict(raw))
+    errors: list[dict[str, Any]] = []
+    data = spec.get("data")
+    if isinstance(data, dict):
+        if REF in data:
+            up = uploads.get(str(data[REF]))
+            if up is None or up.kind != "dataset":
+                errors.append(_err(("data", REF), f"no dataset upload {data[REF]!r}", "upload"))
+            elif up.status != "ready" or up.format is None:
+                errors.append(_err(("data", REF), f"upload {up.id} is not ready", "upload"))
+            else:
+                rest = {k: v for k, v in data.items() if k != REF}
+                if rest.get("kind", up.format) != up.format:
+                    errors.append(_err(("data", "kind"), f"upload {up.id} holds a "
+                                       f"{up.format!r} data set, not {rest['kind']!r}"))
+                spec["data"] = {**rest, "kind": up.format, "path": str(up.path)}
+        elif data.get("path") is not None:
+            errors.append(_err(("data", "path"), "server paths are not accepted: upload the data "
+                               "set (POST /v1/uploads?kind=dataset) and reference it with "
+                               "{\"upload_id\": ...}", "path_not_allowed"))
+    if spec.get("weights") is not None:
+        errors.append(_err(("weights",), "server paths are not accepted: upload the model "
+                           "(POST /v1/uploads?kind=model) and use \"model\": "
+                           "{\"upload_id\": ...}", "path_not_allowed"))
+    model = spec.get("model")
+    if isinstance(model, dict) and REF in model:
+        up = uploads.get(str(model[REF]))
+        if set(model) != {REF}:
+            errors.append(_err(("model",), "a model reference takes only 'upload_id'"))
+        elif up is None or up.kind != "model":
+            errors.append(_err(("model", REF), f"no model upload {model[REF]!r}", "upload"))
+        elif up.status != "ready" or "spec" not in up.meta:
+            errors.append(_err(("model", REF), f"upload {up.id} has no architecture spec yet "
+                               f"(PUT /v1/uploads/{up.id}/spec)", "upload"))
+        else:
+            spec["model"] = copy.deepcopy(up.meta["spec"])
+            spec["weights"] = str(up.path / WEIGHTS_FILE)
+    if errors:
+        raise ProblemError(422, "validation-error", "the job spec failed validation",
+                           title="Unprocessable Content", errors=errors)
+    return spec
+
+
+def search_config_class() -> type[SearchConfig]:
+    from pi_opt.search import SearchConfig
+
+    return SearchConfig
+
+
+def warm_up() -> None:
+    """Import the engine's config models ahead of the first submission (slow: torch)."""
+    search_config_class()
+    import pi_opt.models  # noqa: F401
+
+
+def check_arch(name: str, kwargs: Mapping[str, Any], loc: tuple[Any, ...]) -> None:
+    """Registered architecture accepting ``kwargs`` (without building it)."""
+    from pi_opt.models import MODELS
+
+    try:
+        factory = MODELS.get(name)
+    except PiOptError as exc:
+        raise ProblemError(422, exc.code, exc.message,
+                           errors=[_err((*loc, "name"), exc.message, exc.code)]) from None
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            msg = f"architecture {name!r} does not accept {unknown}; accepted: {sorted(params)}"
+            raise ProblemError(422, "invalid-config", msg,
+                               errors=[_err((*loc, "kwargs"), msg, "invalid-config")])
+
+
+def check_spec(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef]) -> str:
+    """Helper-process entry: validate and return the job title (nothing torch-typed)."""
+    return validate_spec(raw, uploads).title
+
+
+def validate_spec(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef]) -> SearchConfig:
+    """Resolve and fully validate a submitted spec; every problem is a 422 with ``errors``."""
+    resolved = resolve_spec(raw, uploads)
+    cls = search_config_class()
+    try:
+        config = cls.model_validate(resolved)
+    except ValidationError as exc:
+        errs = validation_errors(exc.errors(include_url=False))
+        for e in errs:
+            e["loc"] = ["spec", *e["loc"]]
+        raise ProblemError(422, "validation-error", "the job spec failed validation",
+                           title="Unprocessable Content", errors=errs) from None
+    except PiOptError as exc:
+        raise ProblemError(422, exc.code, exc.message) from None
+    if config.model is not None:
+        check_arch(config.model.arch.name, config.model.arch.kwargs, ("model", "arch"))
+    return config
