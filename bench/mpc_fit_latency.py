@@ -5,7 +5,8 @@ bench/results/mpc_relu_scaling*.json (op level) plus those whole inferences, and
 the per-element runs of bench/results/mpc_circa.json with N <= --max-n (exact ReLU,
 squares, Circa by l); least squares on relative errors, non-negative coefficients.
 The ``holdout`` variant (exact ReLU + Circa + squares) is predicted, not fitted.
-Writes configs/latency/crypten_cpu.json.
+Writes configs/latency/crypten_cpu.json and its package copy
+pi_opt/costmodels/crypten_cpu.json (what ``pi_opt.costmodel.default_cost_model`` reads).
 
     python bench/mpc_fit_latency.py --scaling bench/results/mpc_relu_scaling.json \
         bench/results/mpc_relu_scaling_b8.json
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scaling", nargs="+", default=["bench/results/mpc_relu_scaling.json"])
     ap.add_argument("--circa", default="bench/results/mpc_circa.json")
     ap.add_argument("--out", default="configs/latency/crypten_cpu.json")
+    ap.add_argument("--package-copy", default="pi_opt/costmodels/crypten_cpu.json",
+                    help="also write the fit here (shipped with pi_opt); '' to skip")
     ap.add_argument("--max-n", type=float, default=1e5,
                     help="largest per-element run used (networks have <= 1e5 per layer)")
     args = ap.parse_args(argv)
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         "note": "maxpool comparisons are costed as exact ReLUs; Circa keyed by l (bits kept)",
     })
     lm.save(args.out)
+    if args.package_copy:
+        lm.save(args.package_copy)
     print("| coefficient | seconds | bytes sent/party |\n|---|---|---|")
     print(f"| per exact ReLU | {lm.per_relu_s:.3e} | {lm.per_relu_bytes:.1f} |")
     for l in sorted(lm.per_circa_s):
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {variant} | {batch} | {m.latency_s:.3f} | {pred:.3f} | {prof:.3f} | "
               f"{100 * (pred - m.latency_s) / m.latency_s:+.0f}% | "
               f"{m.bytes_per_party / 1e6:.2f} | {lm.predict_bytes_counts(counts) / 1e6:.2f} |")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + (f" and {args.package_copy}" if args.package_copy else ""))
     return 0
 
 

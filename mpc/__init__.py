@@ -9,7 +9,8 @@ processes that :mod:`mpc.launcher` spawns. Modules:
 * :mod:`mpc.launcher` - party processes with timeouts and clean failures;
 * :mod:`mpc.backend`, :mod:`mpc.crypten_backend` - ``Backend.measure`` / ``demo``;
 * :mod:`mpc.measure` - ``make_measure(options)``, the callable pi_opt's search uses;
-* :mod:`mpc.latency_model` - fitted linear cost model (no crypten);
+* :mod:`mpc.latency_model` - fits :class:`pi_opt.costmodel.LatencyModel` to measurements
+  (no crypten);
 * :mod:`mpc.demo`, :mod:`mpc.cli` - encrypted-inference demo and command line.
 """
 

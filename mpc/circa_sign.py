@@ -16,7 +16,8 @@ The bit computed for each element is exactly
 7. ``relu = x * (1 - bit)``: one Beaver multiplication (1 round, exact: the bit
    has scale 1).
 
-Rounds: ``3 + ceil(log2(l - 1))`` (7 for l = 16, 6 for l = 8; CrypTen's ReLU: 9).
+Rounds: ``3 + ceil(log2(l - 1))`` (7 for l = 16, 6 for l = 8; CrypTen's ReLU: 9), as
+:func:`pi_opt.circa.circa_rounds` (re-exported here as ``rounds``) computes them.
 CrypTen bytes per element (send + receive, as CrypTen counts them):
 ``(2 + 4 * ceil(log2(l - 1))) * 16 / lanes + 0.25 + 32``.
 Functions here must run inside a party process (crypten initialized).
@@ -24,11 +25,13 @@ Functions here must run inside a party process (crypten initialized).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from pi_opt.circa import carry_levels
+from pi_opt.circa import circa_rounds as rounds
 
 _MASK64 = (1 << 64) - 1
 
@@ -41,16 +44,6 @@ def _to_int64(v: int) -> int:
 
 def lanes_per_word(l: int) -> int:
     return 64 // l
-
-
-def carry_levels(l: int) -> int:
-    """Kogge-Stone levels after the first AND: ``ceil(log2(l - 1))`` (0 for l = 2)."""
-    return 0 if l <= 2 else math.ceil(math.log2(l - 1))
-
-
-def rounds(l: int) -> int:
-    """Communication rounds of one truncated-sign ReLU layer."""
-    return 3 + carry_levels(l)
 
 
 def crypten_bytes_per_element(l: int) -> float:

@@ -1,49 +1,35 @@
-"""A linear cost model of encrypted inference, fitted to measurements (numpy only).
+"""Fitting the cost model of encrypted inference to measurements (numpy only).
 
-``seconds = per_relu * relus + sum_l per_circa[l] * circa_l + per_mult * poly_mults
-          + per_mac * macs + per_round * rounds + per_inference * inferences``
+The model itself - :class:`~pi_opt.costmodel.LatencyModel`,
+:class:`~pi_opt.costmodel.CostCounts`, ``predict*``, :func:`~pi_opt.costmodel.counts_from_profile`,
+:func:`~pi_opt.costmodel.estimate_rounds` - lives in :mod:`pi_opt.costmodel` (the one
+evaluator; pi_opt's search uses it). This module holds what needs measurements or lowered
+plans: :class:`CostSample`, :func:`fit`, :func:`samples_from_ops` (op-level samples from
+:class:`mpc.results.OpRecord` s, ``inferences = 0``), :func:`plan_rounds` and
+:func:`plan_counts`. The model's names are re-exported here.
 
-and the same form for ``bytes`` (bytes sent per party). Circa costs are keyed by
-``l`` (bits kept): the protocol's rounds and bytes depend on ``l`` only, ``k``
-changes the fault rate, not the cost. Max-pool comparisons are costed as exact
-ReLUs. Samples can be whole inferences (``inferences = 1``) or single ops
-(``inferences = 0``), e.g. :class:`mpc.results.OpRecord` s. The per-inference term
-absorbs input sharing, output reveal and interpreter overhead.
-
-This module imports neither crypten nor torch-heavy code, so pi_opt's search can
-rank candidates with :meth:`LatencyModel.predict` before measuring any of them.
+This module imports neither crypten nor torch-heavy code.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from mpc.circa_sign import rounds as circa_rounds
-from pi_opt.profile import ModelProfile
+from pi_opt.circa import circa_rounds
+from pi_opt.costmodel import (
+    RELU_ROUNDS,
+    CostCounts,
+    LatencyModel,
+    counts_from_profile,
+    estimate_rounds,
+)
 
 if TYPE_CHECKING:
     from mpc.lowering import Plan
-
-#: Rounds of CrypTen's exact ReLU layer (A2B, 7 AND levels, B2A, multiply).
-RELU_ROUNDS = 9
-
-
-class CostCounts(BaseModel):
-    """Cost drivers of one sample (per batch). Circa counts are keyed by ``l``."""
-
-    model_config = ConfigDict(extra="forbid")
-    relus: float = 0.0
-    circa: dict[int, float] = Field(default_factory=dict)
-    poly_mults: float = 0.0
-    macs: float = 0.0
-    rounds: float = 0.0
-    inferences: float = 0.0
 
 
 class CostSample(CostCounts):
@@ -51,143 +37,6 @@ class CostSample(CostCounts):
 
     seconds: float
     bytes: float | None = None
-
-
-#: Keys written for :class:`pi_opt.costmodel.CostModel` (derived; ignored when loading).
-_COMPAT_KEYS = ("const_s", "per_circa_relu_s")
-
-
-class LatencyModel(BaseModel):
-    """Fitted coefficients: seconds (and bytes sent per party) per unit of each driver.
-
-    The JSON also carries ``const_s`` (= ``per_inference_s``) and ``per_circa_relu_s``
-    (the l = 16 coefficient) so :class:`pi_opt.costmodel.CostModel` can read the file.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    source: str = "unfitted"
-    per_relu_s: float = 0.0
-    per_circa_s: dict[int, float] = Field(default_factory=dict)
-    per_mult_s: float = 0.0
-    per_mac_s: float = 0.0
-    per_round_s: float = 0.0
-    per_inference_s: float = 0.0
-    per_relu_bytes: float = 0.0
-    per_circa_bytes: dict[int, float] = Field(default_factory=dict)
-    per_mult_bytes: float = 0.0
-    per_mac_bytes: float = 0.0
-    per_inference_bytes: float = 0.0
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_compat(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if k not in _COMPAT_KEYS}
-        return data
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def const_s(self) -> float:
-        return self.per_inference_s
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def per_circa_relu_s(self) -> float:
-        return self._circa_coef(self.per_circa_s, 16, self.per_relu_s)
-
-    # ---- prediction ----------------------------------------------------------------
-    @staticmethod
-    def _circa_coef(table: dict[int, float], l: int, fallback: float) -> float:
-        """Coefficient for ``l`` kept bits: exact entry, else nearest measured l, else ReLU's."""
-        if l in table:
-            return table[l]
-        if table:
-            return table[min(table, key=lambda m: (abs(m - l), m))]
-        return fallback
-
-    def predict_counts(self, c: CostCounts) -> float:
-        """Seconds per batch for the given drivers."""
-        return (self.per_relu_s * c.relus + self.per_mult_s * c.poly_mults
-                + self.per_mac_s * c.macs + self.per_round_s * c.rounds
-                + self.per_inference_s * c.inferences
-                + sum(self._circa_coef(self.per_circa_s, l, self.per_relu_s) * n
-                      for l, n in c.circa.items()))
-
-    def predict_bytes_counts(self, c: CostCounts) -> float:
-        """Bytes sent per party per batch (rounds carry no bytes)."""
-        return (self.per_relu_bytes * c.relus + self.per_mult_bytes * c.poly_mults
-                + self.per_mac_bytes * c.macs + self.per_inference_bytes * c.inferences
-                + sum(self._circa_coef(self.per_circa_bytes, l, self.per_relu_bytes) * n
-                      for l, n in c.circa.items()))
-
-    def predict(self, profile: ModelProfile, *, batch_size: int = 1,
-                rounds: int | None = None, linear_layers: int = 0) -> float:
-        """Online seconds per batch of ``batch_size`` for a pi_opt profile (loopback).
-
-        See :func:`counts_from_profile` for ``rounds`` / ``linear_layers``; for ranking
-        candidates of one architecture the defaults suffice.
-        """
-        return self.predict_counts(counts_from_profile(
-            profile, batch_size=batch_size, rounds=rounds, linear_layers=linear_layers))
-
-    def predict_bytes(self, profile: ModelProfile, *, batch_size: int = 1) -> float:
-        return self.predict_bytes_counts(counts_from_profile(profile, batch_size=batch_size))
-
-    def predict_network(self, counts: CostCounts, *, rtt_ms: float,
-                        bandwidth_mbps: float) -> float:
-        """``seconds + rounds * RTT + bytes / bandwidth`` for an emulated link."""
-        return (self.predict_counts(counts) + counts.rounds * rtt_ms * 1e-3
-                + self.predict_bytes_counts(counts) * 8.0 / (bandwidth_mbps * 1e6))
-
-    # ---- persistence ---------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(self.model_dump_json(indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> LatencyModel:
-        return cls.model_validate_json(Path(path).read_text())
-
-
-def estimate_rounds(profile: ModelProfile) -> int:
-    """Rounds of the non-linear layers of a profile (linear-layer rounds not included).
-
-    Per site, in execution order: exact ReLUs 9, polynomial squares 1, Circa
-    ``3 + ceil(log2(l - 1))``; identity-only sites 0.
-    """
-    total = 0
-    for s in profile.sites:
-        if s.relu:
-            total += RELU_ROUNDS
-        if s.poly_mults:
-            total += 1
-        if s.circa:
-            total += circa_rounds(s.circa_l or 64)
-    return total
-
-
-def counts_from_profile(profile: ModelProfile, *, batch_size: int = 1,
-                        rounds: int | None = None, linear_layers: int = 0) -> CostCounts:
-    """Cost drivers of one batch.
-
-    ``rounds`` defaults to :func:`estimate_rounds` plus ``linear_layers`` (one Beaver
-    round per conv/linear/standalone-BN layer with private weights; a profile does not
-    list them) plus 1 for revealing the output. :func:`plan_counts` counts exactly.
-    """
-    circa: dict[int, float] = {}
-    for s in profile.sites:
-        if s.circa:
-            l = s.circa_l or 64
-            circa[l] = circa.get(l, 0.0) + s.circa * batch_size
-    return CostCounts(
-        relus=float((profile.exact_relus + profile.maxpool_comparisons) * batch_size),
-        circa=circa, poly_mults=float(profile.poly_mults * batch_size),
-        macs=float(profile.macs * batch_size),
-        rounds=float(estimate_rounds(profile) + linear_layers + 1 if rounds is None else rounds),
-        inferences=1.0,
-    )
 
 
 def plan_rounds(plan: Plan, *, weights: str = "private") -> int:
@@ -307,6 +156,6 @@ def samples_from_ops(records: Iterable[Any]) -> list[CostSample]:
 
 
 __all__ = [
-    "CostCounts", "CostSample", "LatencyModel", "circa_rounds", "counts_from_profile",
-    "estimate_rounds", "fit", "plan_counts", "plan_rounds", "samples_from_ops",
+    "RELU_ROUNDS", "CostCounts", "CostSample", "LatencyModel", "circa_rounds",
+    "counts_from_profile", "estimate_rounds", "fit", "plan_counts", "plan_rounds", "samples_from_ops",
 ]

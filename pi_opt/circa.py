@@ -16,6 +16,8 @@ may be reported negative (the lost carry), so small positives are zeroed
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -81,3 +83,16 @@ def exact_range(k: int, l: int, frac_bits: int = FRAC_BITS) -> float:
 def fault_band(k: int, frac_bits: int = FRAC_BITS) -> float:
     """Positive values below this (float units) may be zeroed."""
     return 2.0 ** (k - frac_bits)
+
+
+def carry_levels(l: int) -> int:
+    """Kogge-Stone levels after the first AND of the MPC sign test: ``ceil(log2(l - 1))``
+    (0 for l = 2)."""
+    return 0 if l <= 2 else math.ceil(math.log2(l - 1))
+
+
+def circa_rounds(l: int) -> int:
+    """Communication rounds of one truncated-sign ReLU layer keeping ``l`` bits:
+    1 AND for generate/propagate + :func:`carry_levels` + 1 packed B2A + 1 multiplication,
+    i.e. ``3 + ceil(log2(l - 1))`` (7 for l = 16; CrypTen's exact ReLU takes 9)."""
+    return 3 + carry_levels(l)

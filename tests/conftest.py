@@ -125,3 +125,22 @@ def spawn(tmp_path: Path) -> Iterator[object]:
     yield _Spawn()
     for p in reversed(started):
         p.stop()
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions: torch's thread fan-out only costs time on a 2-core runner."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory, one_thread: None):
+    """A tiny technique context (digits subset, 4/8/16 mini ResNet teacher; see tiny.py)."""
+    from tiny import tiny_context
+
+    return tiny_context(tmp_path_factory.mktemp("work"), epochs=1)

@@ -19,23 +19,13 @@ from pi_opt.techniques.autorep import AutoReP, AutoRePConfig, hysteresis_update,
 from pi_opt.techniques.base import Candidate, TechniqueContext, baseline_candidate
 from pi_opt.techniques.dapa import dapa_coefficients, eval_poly
 from pi_opt.techniques.snl import SNL, SNLConfig
-from tiny import tiny_context
 
 TOTAL = 1152
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny convolutions: thread fan-out only costs time on a shared 2-core runner
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _threads(one_thread):
     yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> TechniqueContext:
-    return tiny_context(tmp_path_factory.mktemp("work"), epochs=1)
 
 
 def _relus(cand: Candidate) -> int:

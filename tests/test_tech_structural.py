@@ -35,23 +35,13 @@ from pi_opt.techniques.deepreduce import (
 from pi_opt.techniques.deepreshape import (
     DeepReShape, DeepReShapeConfig, equalization_multipliers, meta_relus, resnet_layout,
 )
-from tiny import tiny_context
 
 ORDER = ["layer1", "stem", "layer2", "layer3"]  # least critical first (fixed for the tests)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny convolutions: thread fan-out only costs time on a shared 2-core runner
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _threads(one_thread):
     yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> TechniqueContext:
-    return tiny_context(tmp_path_factory.mktemp("work"), epochs=1)
 
 
 def _fixed_criticality(monkeypatch, module) -> None:

@@ -150,48 +150,31 @@ def resnet_mini(
     )
 
 
-@register_model("resnet18")
-def resnet18(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    width_mult: float = 1.0,
-    widths: Sequence[int] = (64, 128, 256, 512),
-    stem_relu: bool = False,
-    input_downsample: int = 1,
-) -> ResNet:
-    """ResNet-18, CIFAR variant (3x3 stem, no max-pool); 491,520 ReLUs on 32x32 without stem ReLU."""
-    return resnet(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        widths=widths,
-        blocks=(2, 2, 2, 2),
-        width_mult=width_mult,
-        stem_relu=stem_relu,
-        input_downsample=input_downsample,
-    )
+def _fixed_depth(blocks: tuple[int, ...], doc: str):
+    """A registered factory for a CIFAR ResNet of fixed depth (ResNet-18/34)."""
+
+    def factory(
+        *,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        width_mult: float = 1.0,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem_relu: bool = False,
+        input_downsample: int = 1,
+    ) -> ResNet:
+        return resnet(in_channels=in_channels, num_classes=num_classes, widths=widths,
+                      blocks=blocks, width_mult=width_mult, stem_relu=stem_relu,
+                      input_downsample=input_downsample)
+
+    factory.__doc__ = doc
+    return factory
 
 
-@register_model("resnet34")
-def resnet34(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    width_mult: float = 1.0,
-    widths: Sequence[int] = (64, 128, 256, 512),
-    stem_relu: bool = False,
-    input_downsample: int = 1,
-) -> ResNet:
-    """ResNet-34, CIFAR variant (blocks 3/4/6/3)."""
-    return resnet(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        widths=widths,
-        blocks=(3, 4, 6, 3),
-        width_mult=width_mult,
-        stem_relu=stem_relu,
-        input_downsample=input_downsample,
-    )
+resnet18 = register_model("resnet18")(_fixed_depth(
+    (2, 2, 2, 2),
+    "ResNet-18, CIFAR variant (3x3 stem, no max-pool); 491,520 ReLUs on 32x32 without stem ReLU."))
+resnet34 = register_model("resnet34")(_fixed_depth(
+    (3, 4, 6, 3), "ResNet-34, CIFAR variant (blocks 3/4/6/3)."))
 
 
 @register_model("hybrenet")

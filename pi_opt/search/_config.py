@@ -35,7 +35,9 @@ class SearchConfig(BaseModel):
         values > 1 absolute per-sample ReLU counts.
     n_trials: total trials (shared by all workers); default one per (chain, budget).
     objective: second objective next to validation accuracy: raw ReLU count or the
-        cost model's latency estimate (ReLUs, Circa ReLUs, polynomial multiplications, MACs).
+        cost model's latency estimate in seconds per sample
+        (``pi_opt.costmodel.default_cost_model().predict``: ReLUs, Circa ReLUs by l,
+        polynomial multiplications, MACs, rounds).
     chain_slack: in a chain, a count-reducing technique followed by another one gets
         ``chain_slack x budget`` ReLUs; the last reducer meets the budget.
     """

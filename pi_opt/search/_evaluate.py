@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from pi_opt.artifacts import MANIFEST, load_artifact, read_manifest, save_artifact
-from pi_opt.costmodel import CostModel
+from pi_opt.costmodel import LatencyModel
 from pi_opt.data import DataBundle
 from pi_opt.errors import BudgetError
 from pi_opt.sites import iter_sites
@@ -33,7 +33,7 @@ def evaluate_candidate(
     directory: Path,
     workdir: Path,
     seed: int,
-    cost_model: CostModel | None = None,
+    cost_model: LatencyModel | None = None,
 ) -> dict[str, Any]:
     """Write ``cand`` as an artifact, reload it, and measure it.
 
@@ -65,7 +65,7 @@ def evaluate_candidate(
         "circa_relus": prof.circa_relus,
         "poly_mults": prof.poly_mults,
         "macs": prof.macs,
-        "cost": cost_model.estimate(prof) if cost_model is not None else None,
+        "cost": cost_model.predict(prof) if cost_model is not None else None,  # s/sample
         "val_accuracy": val.accuracy,
         "test_accuracy": test.accuracy,
         "per_class_test_accuracy": test.per_class,

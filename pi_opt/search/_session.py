@@ -31,7 +31,7 @@ import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from pi_opt.costmodel import CostModel, default_cost_model
+from pi_opt.costmodel import LatencyModel, default_cost_model
 from pi_opt.data import load_dataset
 from pi_opt.errors import Cancelled, PiOptError
 from pi_opt.report.schema import (
@@ -105,8 +105,8 @@ class SearchSession:
 
     def __init__(
         self, *, config: SearchConfig, workdir: Path, study: optuna.Study,
-        ctx: TechniqueContext, baseline: Any, budgets: list[int], cost_model: CostModel | None,
-        progress: ProgressFn | None, should_stop: StopFn | None,
+        ctx: TechniqueContext, baseline: Any, budgets: list[int],
+        cost_model: LatencyModel | None, progress: ProgressFn | None, should_stop: StopFn | None,
     ) -> None:
         self.config = config
         self.workdir = workdir

@@ -32,14 +32,25 @@ from torch import Tensor, nn
 
 from pi_opt.activations import Kind
 from pi_opt.errors import BudgetError
+from pi_opt.techniques._masks import (
+    GatedSite,
+    MaskGranularity,
+    apply_selection,
+    finetune_or_eval,
+    gated_sites,
+    kept_elements,
+    search_train_config,
+    state_snapshot,
+    weights_group,
+)
 from pi_opt.techniques.base import (
-    Candidate, Technique, TechniqueConfig, TechniqueContext, register_technique,
+    Candidate,
+    Technique,
+    TechniqueConfig,
+    TechniqueContext,
+    register_technique,
 )
 from pi_opt.techniques.dapa import dapa_coefficients
-from pi_opt.techniques.snl import (
-    GatedSite, MaskGranularity, apply_selection, finetune_or_eval, gated_sites, kept_elements,
-    search_train_config, state_snapshot, weights_group,
-)
 from pi_opt.training import TrainHooks, evaluate, fit, resolve_device
 
 

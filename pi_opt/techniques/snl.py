@@ -24,165 +24,34 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from pi_opt.activations import Kind, MixedActivation
-from pi_opt.errors import BudgetError, ModelFormatError
-from pi_opt.sites import iter_sites, site_dict, stage_of
-from pi_opt.techniques._common import distill, keep_top
-from pi_opt.techniques.base import (
-    Candidate, Technique, TechniqueConfig, TechniqueContext, register_technique,
+from pi_opt.activations import Kind
+from pi_opt.errors import BudgetError
+from pi_opt.techniques._masks import (
+    GatedSite,
+    MaskGranularity,
+    apply_selection,
+    finetune_or_eval,
+    gated_sites,
+    kept_elements,
+    search_train_config,
+    site_cost,
+    state_snapshot,
+    weights_group,
 )
-from pi_opt.training import TrainConfig, TrainHooks, evaluate, fit, resolve_device
-
-MaskGranularity = Literal["pixel", "channel"]
-
-
-# ---------------------------------------------------------------------------
-# shared mask helpers (SNL and AutoReP)
-# ---------------------------------------------------------------------------
-@dataclass
-class GatedSite:
-    """Search-time view of one site.
-
-    orig: the site's kinds at search start (int8, kinds shape).
-    cand: bool, kinds shape - positions that are candidates (kept: RELU or CIRCA).
-    pshape: shape of the per-site search tensor (``[C,H,W]`` pixel, ``[C,1,1]`` channel).
-    weight: float ``pshape`` - candidate ReLUs each search entry covers.
-    """
-
-    name: str
-    site: MixedActivation
-    orig: Tensor
-    cand: Tensor
-    pshape: tuple[int, int, int]
-    weight: Tensor
-
-    def broadcast(self, t: Tensor) -> Tensor:
-        """A ``pshape`` tensor broadcast to the kinds shape."""
-        return t.expand(self.cand.shape) if tuple(t.shape) != tuple(self.cand.shape) else t
-
-
-def _kept(kinds: Tensor) -> Tensor:
-    return (kinds == int(Kind.RELU)) | (kinds == int(Kind.CIRCA))
-
-
-def gated_sites(model: nn.Module, granularity: MaskGranularity) -> list[GatedSite]:
-    """Collect every site of ``model`` for a mask search.
-
-    Unmaterialized sites are materialized (element granularity). The kinds map is
-    re-expressed (same kinds) to fit the search: a channel-granular site searched at
-    ``pixel`` granularity is expanded to an element map so positions can be kept
-    individually; an element map whose channels are uniform is collapsed to a channel
-    map for a ``channel`` search, so the result stays channel-structured.
-    """
-    out: list[GatedSite] = []
-    for name, site in iter_sites(model):
-        if site.input_shape is None:
-            raise ModelFormatError(f"site {name} has no recorded shape; run a forward pass first")
-        if not site.materialized:
-            site.materialize(site.input_shape)
-        c, h, w = site.input_shape
-        if granularity == "pixel" and tuple(site.kinds.shape) != (c, h, w):
-            site.kinds = site.full_kinds().clone().contiguous()
-        elif granularity == "channel" and h * w > 1 and tuple(site.kinds.shape) == (c, h, w):
-            first = site.kinds[:, :1, :1]
-            if bool((site.kinds == first).all()):
-                site.kinds = first.clone().contiguous()
-        pshape = (c, h, w) if granularity == "pixel" else (c, 1, 1)
-        orig = site.kinds.clone()
-        cand = _kept(orig)
-        full = cand.expand(c, h, w).float()
-        weight = full if pshape == (c, h, w) else full.sum(dim=(1, 2), keepdim=True)
-        out.append(GatedSite(name, site, orig, cand, pshape, weight.contiguous()))
-    return out
-
-
-def kept_elements(model: nn.Module) -> int:
-    """Kept (RELU + CIRCA) elements over all sites, per sample."""
-    return sum(int(_kept(s.full_kinds()).sum()) for _, s in iter_sites(model))
-
-
-@torch.no_grad()
-def apply_selection(
-    model: nn.Module,
-    sites: list[GatedSite],
-    scores: dict[str, Tensor],
-    eligible: dict[str, Tensor],
-    budget: int,
-    *,
-    drop_kind: Kind,
-) -> int:
-    """Keep the top-``budget`` eligible positions (exact, via ``keep_top``); return the count.
-
-    ``scores``/``eligible``: per site name, kinds-shaped. Kept positions keep their
-    original kind (RELU or CIRCA); other candidates become ``drop_kind``; positions
-    that were not candidates keep their original kind (never resurrected).
-    ``model``'s sites are looked up by name, so ``sites`` may describe a copy.
-    """
-    if budget < 0:
-        raise BudgetError(f"budget must be >= 0, got {budget}")
-    targets = site_dict(model)
-    neg = float("-inf")
-    masked = {}
-    for g in sites:
-        el = eligible[g.name].to(torch.bool).cpu()
-        s = torch.nan_to_num(scores[g.name].detach().float().cpu(), nan=neg, posinf=3e38)
-        masked[g.name] = torch.where(el, s, torch.full_like(s, neg))
-    keep_top(model, masked, budget, drop_kind=drop_kind, keep_kind=Kind.RELU)
-    total = 0
-    for g in sites:
-        site = targets[g.name]
-        el = eligible[g.name].to(device=site.kinds.device, dtype=torch.bool)
-        orig = g.orig.to(site.kinds.device)
-        cand = g.cand.to(site.kinds.device)
-        sel = (site.kinds == int(Kind.RELU)) & el & cand
-        drop = torch.full_like(orig, int(drop_kind))
-        site.set_kinds(torch.where(sel, orig, torch.where(cand, drop, orig)))
-        per = int(site.full_kinds().numel() // site.kinds.numel())
-        total += int(sel.sum()) * per
-    if total > budget:  # pragma: no cover - keep_top guarantees it
-        raise BudgetError(f"selection kept {total} > budget {budget}")
-    return total
-
-
-def site_cost(name: str, costs: dict[str, float]) -> float:
-    """Per-ReLU cost of a site: by site name, else by stage name, else 1."""
-    if name in costs:
-        return float(costs[name])
-    return float(costs.get(stage_of(name), 1.0))
-
-
-def state_snapshot(model: nn.Module, extra: list[Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            [t.detach().clone() for t in extra])
-
-
-def finetune_or_eval(ctx: TechniqueContext, cand: Candidate, epochs: int,
-                     kd_temperature: float, phase: str) -> None:
-    """KD fine-tune (selection on val) or, with 0 epochs, just measure val accuracy."""
-    if epochs > 0:
-        distill(ctx, cand, epochs=epochs, kd_temperature=kd_temperature, phase=phase)
-    else:
-        cand.val_accuracy = evaluate(cand.model, ctx.data.val, device=ctx.finetune.device,
-                                     num_classes=ctx.data.num_classes).accuracy
-    cand.model.eval()
-
-
-def search_train_config(ctx: TechniqueContext, *, epochs: int, lr: float, weight_decay: float,
-                        schedule: str, kd_temperature: float) -> TrainConfig:
-    return ctx.finetune.model_copy(update={
-        "epochs": epochs, "optimizer": "adam", "lr": lr, "weight_decay": weight_decay,
-        "schedule": schedule, "select_on_val": False, "kd_temperature": kd_temperature,
-        "kd_weight": 1.0, "seed": ctx.seed})
-
-
-def weights_group(model: nn.Module) -> dict[str, Any]:
-    return {"params": [p for p in model.parameters() if p.requires_grad]}
+from pi_opt.techniques.base import (
+    Candidate,
+    Technique,
+    TechniqueConfig,
+    TechniqueContext,
+    register_technique,
+)
+from pi_opt.training import TrainHooks, evaluate, fit, resolve_device
 
 
 # ---------------------------------------------------------------------------
