@@ -3,7 +3,8 @@ while that job trains in the embedded executor (same machine, loopback only).
 
 Bounded: runs ``--duration`` seconds (default 30) or ``--max-requests``, whichever comes
 first, then cancels the job and stops the server it started. Writes
-``bench/results/service_load.json`` and ``bench/SERVICE_RESULTS.md``.
+``bench/results/service_load.json`` and ``bench/results/service_load.md`` (merged into
+BENCHMARKS.md by hand).
 
     python bench/service_load.py --clients 50 --duration 30
 """
@@ -85,7 +86,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--max-requests", type=int, default=200_000)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "service_load.json"))
-    ap.add_argument("--md", default=str(REPO / "bench" / "SERVICE_RESULTS.md"))
+    ap.add_argument("--md", default=str(REPO / "bench" / "results" / "service_load.md"))
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO))

@@ -180,14 +180,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _forward(module: str, command: str) -> Any:
-    """Delegate ``pi-opt <command> ...`` to an optional package's CLI (imported lazily)."""
+#: Commands owned by optional packages, forwarded with their arguments (imported lazily).
+FORWARDED = {"serve": "service.cli", "worker": "service.cli", "mpc": "mpc.cli"}
 
-    def run(args: argparse.Namespace) -> int:
-        mod = __import__(module, fromlist=["main"])
-        return int(mod.main([command, *args.rest]) or 0)
 
-    return run
+def _forward(command: str, rest: Sequence[str]) -> int:
+    from importlib import import_module
+
+    return int(import_module(FORWARDED[command]).main([command, *rest]) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,18 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list architectures and techniques")
     ls.set_defaults(func=_cmd_list)
 
-    for command, module, help_ in (("serve", "service.cli", "run the REST service"),
-                                   ("worker", "service.cli", "run a job worker"),
-                                   ("mpc", "mpc.cli", "CrypTen 2PC measure / demo")):
-        f = sub.add_parser(command, help=help_, add_help=False)
-        f.add_argument("rest", nargs=argparse.REMAINDER)
-        f.set_defaults(func=_forward(module, command))
+    for command, help_ in (("serve", "run the REST service (see: pi-opt serve --help)"),
+                           ("worker", "run a job worker (see: pi-opt worker --help)"),
+                           ("mpc", "CrypTen 2PC measure / demo (see: pi-opt mpc --help)")):
+        sub.add_parser(command, help=help_, add_help=False)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in FORWARDED:
+            return _forward(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except ValidationError as exc:
         print(f"error: invalid configuration:\n{exc}", file=sys.stderr)

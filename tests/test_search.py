@@ -119,6 +119,10 @@ def test_cli_errors_and_baseline_accuracy(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "pi_opt.cli", "count", "--arch", "resnet18"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "ReLUs per sample: 491520" in r.stdout
+    for forwarded in ("serve", "mpc"):  # options reach the optional packages' CLIs
+        r = subprocess.run([sys.executable, "-m", "pi_opt.cli", forwarded, "--help"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and "usage:" in r.stdout, (forwarded, r.stderr)
     # The digits baseline of the quick config reaches >= 97% test accuracy on CPU.
     r = subprocess.run([sys.executable, "-m", "pi_opt.cli", "train", "--arch", "resnet_mini",
                         "--kwargs", '{"widths": [8, 16, 32]}', "--epochs", "15",
