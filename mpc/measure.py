@@ -1,8 +1,10 @@
 """``make_measure``: the measurement callable pi_opt's search and the service use.
 
-``make_measure(options)(artifact_dir) -> MpcMeasurement``; ``options`` are
-:class:`~mpc.config.MpcConfig` fields plus ``samples`` (N(0, 1) inputs for the
-plaintext-agreement check, default 16). Each call starts its own party processes.
+``make_measure(options)(artifact_dir, inputs=None) -> MpcMeasurement``; ``options`` are
+:class:`~mpc.config.MpcConfig` fields plus ``samples`` (how many inputs the
+plaintext-agreement check uses, default 16). ``inputs`` are real samples ``[N, C, H, W]``
+(normalized like the model's training data; the search passes test images); without
+them the check uses N(0, 1) inputs. Each call starts its own party processes.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from mpc.config import MpcConfig
 from pi_opt.errors import ConfigError
 from pi_opt.report.schema import MpcMeasurement
 
-Measure = Callable[[Path], MpcMeasurement]
+Measure = Callable[..., MpcMeasurement]
 
 
 def make_measure(options: Mapping[str, Any] | MpcConfig | None = None) -> Measure:
@@ -33,8 +37,9 @@ def make_measure(options: Mapping[str, Any] | MpcConfig | None = None) -> Measur
     backend_name()  # raises MpcUnavailable without crypten
     backend = CryptenBackend()
 
-    def measure(artifact_dir: Path) -> MpcMeasurement:
-        return backend.measure(artifact_dir, samples=samples, config=config)
+    def measure(artifact_dir: Path, inputs: Tensor | None = None) -> MpcMeasurement:
+        use = samples if inputs is None else inputs[:samples]
+        return backend.measure(artifact_dir, samples=use, config=config)
 
     return measure
 

@@ -17,14 +17,15 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.auth import Principal
 from service.db import ACTIVE, TERMINAL, Database, IdempotencyKey, Job, JobEvent, utcnow
 from service.executor.base import Executor
-from service.ids import decode_cursor, encode_cursor, new_id
+from service.ids import new_id
+from service.pagination import keyset_page
 from service.isolation import Helpers
 from service.problems import ProblemError
 from service.schemas import EventPublic, JobCreate, JobPublic, JobsPage, Progress
@@ -201,15 +202,7 @@ def list_jobs(db: Database, principal: Principal, *, statuses: Sequence[str] | N
     q = select(Job).where(Job.principal_id == principal.id)
     if statuses:
         q = q.where(Job.status.in_(list(statuses)))
-    if cursor:
-        when, last = decode_cursor(cursor)
-        q = q.where(or_(Job.created_at < when, and_(Job.created_at == when, Job.id < last)))
-    q = q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    with db.read() as s:
-        rows = list(s.scalars(q))
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) \
-        if len(rows) > limit else None
-    return rows[:limit], nxt
+    return keyset_page(db, q, Job, limit=limit, cursor=cursor)
 
 
 def events_after(db: Database, job_id: str, after: int, limit: int = 500

@@ -25,13 +25,14 @@ from typing import Any
 
 import anyio
 from fastapi import Request
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pi_opt.errors import DatasetError, ModelFormatError, ShapeMismatchError, UnsafeFormatError
 from service.auth import Principal
 from service.db import Database, Upload
-from service.ids import decode_cursor, encode_cursor, new_id
+from service.ids import new_id
+from service.pagination import keyset_page
 from service.isolation import Helpers
 from service.problems import ProblemError, from_pi_opt
 from service.schemas import UploadPublic
@@ -317,16 +318,7 @@ def get_upload(db: Database, principal: Principal, upload_id: str) -> Upload:
 def list_uploads(db: Database, principal: Principal, *, limit: int, cursor: str | None
                  ) -> tuple[list[Upload], str | None]:
     q = select(Upload).where(Upload.principal_id == principal.id)
-    if cursor:
-        when, last = decode_cursor(cursor)
-        q = q.where(or_(Upload.created_at < when,
-                        and_(Upload.created_at == when, Upload.id < last)))
-    q = q.order_by(Upload.created_at.desc(), Upload.id.desc()).limit(limit + 1)
-    with db.read() as s:
-        rows = list(s.scalars(q))
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) \
-        if len(rows) > limit else None
-    return rows[:limit], nxt
+    return keyset_page(db, q, Upload, limit=limit, cursor=cursor)
 
 
 def delete_upload(db: Database, settings: Settings, principal: Principal, upload_id: str) -> None:

@@ -83,6 +83,24 @@ def test_dead_attempt_is_resumed(tmp_path) -> None:
     assert sorted(t.params["budget"] for t in done) == sorted(again.budgets)
 
 
+def test_measure_hook_gets_front_points_and_real_images(tmp_path) -> None:
+    cfg = _cfg(techniques=["deepreduce"], budgets=[0.3], measure_mpc="front")
+    seen: list[tuple[str, tuple]] = []
+
+    def fake_measure(artifact, inputs=None):  # test double for mpc.measure.make_measure
+        seen.append((artifact.name, tuple(inputs.shape)))
+        return {"backend": "test", "provider": "TFP", "device": "cpu", "latency_s": 0.5,
+                "rounds": 3, "bytes_per_party": 10}
+
+    report = run_search(cfg, workdir=tmp_path, measure=fake_measure)
+    assert seen[0][0] == "baseline" and report.baseline.mpc.latency_s == 0.5
+    n_test = report.dataset["sizes"]["test"]
+    assert all(shape == (n_test, 1, 8, 8) for _, shape in seen)
+    front = [p for p in report.points if p.pareto]
+    assert {name for name, _ in seen[1:]} == {f"trial-{p.trial}" for p in front}
+    assert all(p.mpc is not None for p in front)
+
+
 def test_cancel_stops_and_job_can_continue(tmp_path) -> None:
     cfg = _cfg(techniques=["deepreduce"], budgets=[0.3])
     calls = {"n": 0}

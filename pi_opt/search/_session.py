@@ -51,7 +51,8 @@ COUNTING = (
     "1 secure multiplication each (poly_mults); max-pool comparisons are reported separately; "
     "stem ReLU included when the architecture has one. Counted on the saved artifact."
 )
-Measure = Callable[[Path], MpcMeasurement | dict[str, Any]]
+#: ``measure(artifact_dir, inputs=test_images) -> MpcMeasurement`` (e.g. ``mpc.measure.make_measure``).
+Measure = Callable[..., MpcMeasurement | dict[str, Any]]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -377,8 +378,8 @@ class SearchSession:
         return report
 
     def _measure(self, measure: Measure, artifact: Path) -> MpcMeasurement | None:
-        try:
-            res = measure(artifact)
+        try:  # plaintext agreement on real test images, not random inputs
+            res = measure(artifact, inputs=self.ctx.data.test.tensors[0])
         except PiOptError as exc:
             self._emit({"type": "log", "level": "warning",
                         "message": f"MPC measurement of {artifact.name} failed: {exc.message}"})
