@@ -16,17 +16,15 @@ WORKDIR /app
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 
 # CrypTen 0.4.1's wheel declares the defunct `sklearn` package, so a plain install fails:
-# install it without dependencies, then its real dependencies (the `mpc` extra, minus crypten).
-RUN pip install --no-deps crypten==0.4.1 \
- && pip install "omegaconf>=2.0.6" "onnx>=1.7" "pandas>=1.2.2" "scipy>=1.6"
+# install it without dependencies; its real dependencies come with the package's `mpc` extra.
+RUN pip install --no-deps crypten==0.4.1
 
-# The package with its service and report extras (the mpc extra's deps are installed above;
-# naming the extra would make pip resolve crypten's broken metadata again).
+# The package with its service, report and mpc extras.
 COPY pyproject.toml README* ./
 COPY pi_opt ./pi_opt
 COPY service ./service
 COPY mpc ./mpc
-RUN pip install ".[service,report]"
+RUN pip install ".[service,report,mpc]"
 
 RUN useradd --create-home --uid 10001 pi-opt && mkdir -p /data && chown pi-opt /data
 USER pi-opt
