@@ -106,7 +106,8 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         print(f"{p.trial:>6} {'+'.join(p.chain):<28} {p.relus:>9} {p.val_accuracy:>7.4f} "
               f"{p.test_accuracy:>7.4f}" + (f"  mpc {p.mpc.latency_s:.3f}s" if p.mpc else ""))
     b = report.baseline
-    print(f"{'base':>6} {'all-ReLU':<28} {b.relus:>9} {b.val_accuracy:>7.4f} {b.test_accuracy:>7.4f}")
+    print(f"{'base':>6} {'all-ReLU':<28} {b.relus:>9} {b.val_accuracy:>7.4f} {b.test_accuracy:>7.4f}"
+          + (f"  mpc {b.mpc.latency_s:.3f}s" if b.mpc else ""))
     return 0
 
 
