@@ -109,8 +109,10 @@ def run(config: Path, workdir: Path) -> int:
                 target.write_bytes(c.get(art["href"]).content)
         _say(f"report downloaded to {out / 'report' / 'report.html'}")
         for p in job["result"]["front"]:
+            mpc = (f" | 2PC {p['mpc_latency_s']:.3f} s, {p['mpc_bytes_per_party'] / 1e6:.2f} MB/party"
+                   if p.get("mpc_latency_s") is not None else "")
             _say(f"front: trial {p['trial']} {'+'.join(p['chain'])} relus={p['relus']} "
-                 f"test_acc={p['test_accuracy']:.3f}")
+                 f"poly_mults={p.get('poly_mults', 0)} test_acc={p['test_accuracy']:.3f}{mpc}")
         r = c.post(f"/v1/jobs/{job_id}/demo", json={"trial": "best", "index": 0})
         if r.status_code != 202:
             _say(f"demo refused: {r.status_code} {r.text}")

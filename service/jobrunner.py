@@ -96,7 +96,10 @@ def summarize(report: Any) -> dict[str, Any]:
         "baseline": {"relus": report.baseline.relus,
                      "test_accuracy": report.baseline.test_accuracy},
         "front": [{"trial": p.trial, "chain": p.chain, "relus": p.relus,
+                   "poly_mults": p.poly_mults,
                    "val_accuracy": p.val_accuracy, "test_accuracy": p.test_accuracy,
+                   "mpc_latency_s": p.mpc.latency_s if p.mpc else None,
+                   "mpc_bytes_per_party": p.mpc.bytes_per_party if p.mpc else None,
                    "artifact": p.artifact} for p in report.front()],
         "answers": [a.model_dump(mode="json") for a in report.answers],
     }
