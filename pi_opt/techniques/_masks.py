@@ -7,6 +7,7 @@ back without ever resurrecting a linearized or polynomial position.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from pi_opt.errors import BudgetError, ModelFormatError
 from pi_opt.sites import iter_sites, site_dict, stage_of
 from pi_opt.techniques._common import distill, keep_top
 from pi_opt.techniques.base import Candidate, TechniqueContext
-from pi_opt.training import TrainConfig, evaluate
+from pi_opt.training import TrainConfig, evaluate, resolve_device
 
 MaskGranularity = Literal["pixel", "channel"]
 
@@ -163,3 +164,40 @@ def weights_group(model: nn.Module) -> dict[str, Any]:
     return {"params": [p for p in model.parameters() if p.requires_grad]}
 
 
+
+
+@dataclass
+class MaskRun:
+    """Working state of one learned-mask run: a device copy of the start and its gates."""
+
+    device: torch.device
+    work: nn.Module
+    sites: list[GatedSite]
+    start_count: int
+    finetune_epochs: int
+
+
+def begin_mask_run(ctx: TechniqueContext, start: Candidate, *, budget: int,
+                   granularity: MaskGranularity, finetune_epochs: int | None) -> MaskRun:
+    """Copy ``start`` to the training device and expose its currently kept positions."""
+    if budget < 0:
+        raise BudgetError(f"budget must be >= 0, got {budget}")
+    dev = resolve_device(ctx.finetune.device)
+    work = copy.deepcopy(start.model).to(dev)
+    return MaskRun(device=dev, work=work, sites=gated_sites(work, granularity),
+                   start_count=kept_elements(work),
+                   finetune_epochs=ctx.finetune.epochs if finetune_epochs is None
+                   else finetune_epochs)
+
+
+def unchanged(ctx: TechniqueContext, start: Candidate, run: MaskRun,
+              record: dict[str, Any]) -> Candidate:
+    """The start itself (it already meets the budget), evaluated on validation."""
+    cand = start.clone()
+    cand.model.to(run.device)
+    cand.history.append(record)
+    cand.notes["budget_already_met"] = True
+    cand.val_accuracy = evaluate(cand.model, ctx.data.val, device=ctx.finetune.device,
+                                 num_classes=ctx.data.num_classes).accuracy
+    cand.model.eval()
+    return cand

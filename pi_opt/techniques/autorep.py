@@ -31,14 +31,13 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from pi_opt.activations import Kind
-from pi_opt.errors import BudgetError
 from pi_opt.techniques._masks import (
+    begin_mask_run,
+    unchanged,
     GatedSite,
     MaskGranularity,
     apply_selection,
     finetune_or_eval,
-    gated_sites,
-    kept_elements,
     search_train_config,
     state_snapshot,
     weights_group,
@@ -51,7 +50,7 @@ from pi_opt.techniques.base import (
     register_technique,
 )
 from pi_opt.techniques.dapa import dapa_coefficients
-from pi_opt.training import TrainHooks, evaluate, fit, resolve_device
+from pi_opt.training import TrainHooks, fit
 
 
 # ---------------------------------------------------------------------------
@@ -214,22 +213,13 @@ class AutoReP(Technique):
     # ---- run -------------------------------------------------------------------
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
         cfg = self.config
-        if budget < 0:
-            raise BudgetError(f"budget must be >= 0, got {budget}")
-        dev = resolve_device(ctx.finetune.device)
-        work = copy.deepcopy(start.model).to(dev)
-        sites = gated_sites(work, cfg.granularity)
-        start_count = kept_elements(work)
-        ft_epochs = ctx.finetune.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs
+        mr = begin_mask_run(ctx, start, budget=budget, granularity=cfg.granularity,
+                            finetune_epochs=cfg.finetune_epochs)
+        dev, work, sites, start_count, ft_epochs = (
+            mr.device, mr.work, mr.sites, mr.start_count, mr.finetune_epochs)
         if budget >= start_count:
-            cand = start.clone()
-            cand.model.to(dev)
-            cand.history.append(self.step_record(budget=budget, relus=start_count, skipped=True))
-            cand.notes["budget_already_met"] = True
-            cand.val_accuracy = evaluate(cand.model, ctx.data.val, device=ctx.finetune.device,
-                                         num_classes=ctx.data.num_classes).accuracy
-            cand.model.eval()
-            return [cand]
+            return [unchanged(ctx, start, mr, self.step_record(
+                budget=budget, relus=start_count, skipped=True))]
 
         gates = self._make_gates(ctx, sites, dev)
         info = self._search(ctx, work, gates, budget, start_count)

@@ -31,8 +31,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from pi_opt.activations import Kind
-from pi_opt.errors import BudgetError
 from pi_opt.techniques._masks import (
+    begin_mask_run,
+    unchanged,
     GatedSite,
     MaskGranularity,
     apply_selection,
@@ -51,7 +52,7 @@ from pi_opt.techniques.base import (
     TechniqueContext,
     register_technique,
 )
-from pi_opt.training import TrainHooks, evaluate, fit, resolve_device
+from pi_opt.training import TrainHooks, fit
 
 
 # ---------------------------------------------------------------------------
@@ -106,13 +107,10 @@ class SNL(Technique):
 
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
         cfg = self.config
-        if budget < 0:
-            raise BudgetError(f"budget must be >= 0, got {budget}")
-        dev = resolve_device(ctx.finetune.device)
-        work = copy.deepcopy(start.model).to(dev)
-        sites = gated_sites(work, cfg.granularity)
-        start_count = kept_elements(work)
-        ft_epochs = ctx.finetune.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs
+        mr = begin_mask_run(ctx, start, budget=budget, granularity=cfg.granularity,
+                            finetune_epochs=cfg.finetune_epochs)
+        work, sites, start_count, ft_epochs = (
+            mr.work, mr.sites, mr.start_count, mr.finetune_epochs)
         harvest = sorted({int(b) for b in cfg.harvest_budgets
                           if 0 <= int(b) < start_count and int(b) != budget}, reverse=True)
         targets = sorted(set(harvest) | ({budget} if budget < start_count else set()),
@@ -120,15 +118,8 @@ class SNL(Technique):
 
         results: list[Candidate] = []
         if budget >= start_count:  # nothing to remove: the start already meets the budget
-            cand = start.clone()
-            cand.model.to(dev)
-            cand.history.append(self.step_record(budget=budget, harvested=False,
-                                                 relus=start_count, skipped=True))
-            cand.notes["budget_already_met"] = True
-            cand.val_accuracy = evaluate(cand.model, ctx.data.val, device=ctx.finetune.device,
-                                         num_classes=ctx.data.num_classes).accuracy
-            cand.model.eval()
-            results.append(cand)
+            results.append(unchanged(ctx, start, mr, self.step_record(
+                budget=budget, harvested=False, relus=start_count, skipped=True)))
         if not targets:
             return results
 
