@@ -95,7 +95,7 @@ def positive_float(text: str) -> float:
 
 # ---- registration --------------------------------------------------------------
 def add_commands(subparsers: Any, *, make_measure: MeasureFactory | None = None) -> None:
-    """Add ``train``, ``count``, ``optimize``, ``report`` and ``list`` to ``subparsers``.
+    """Add ``train``, ``count``, ``optimize``, ``plan``, ``report`` and ``list`` to ``subparsers``.
 
     ``make_measure`` builds the MPC measurement used by ``optimize --measure``; without
     it a config that asks for MPC measurements is refused with a ConfigError.
@@ -105,6 +105,7 @@ def add_commands(subparsers: Any, *, make_measure: MeasureFactory | None = None)
     cmds.add_train(subparsers)
     cmds.add_count(subparsers)
     cmds.add_optimize(subparsers, make_measure)
+    cmds.add_plan(subparsers)
     cmds.add_report(subparsers)
     cmds.add_list(subparsers)
 

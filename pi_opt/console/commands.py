@@ -104,6 +104,33 @@ def print_front(report: Any) -> None:
           f"{percent(b.test_accuracy):>7}{mpc(b.mpc)}")
 
 
+# ---- plan --------------------------------------------------------------------------
+def add_plan(sub: Any) -> None:
+    """``pi-opt plan --config FILE`` (dry run, :func:`pi_opt.plan.plan_job`)."""
+    pl = sub.add_parser("plan", help="dry run: ReLUs, budgets, epochs, images and time of a "
+                        "job, without data or training")
+    pl.add_argument("--config", required=True, metavar="FILE",
+                    help="YAML/JSON search config (see configs/)")
+    pl.add_argument("--steps", type=int, default=3,
+                    help="training steps timed on this device (0: no time estimate)")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pl.set_defaults(func=cmd_plan)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the job plan (table or JSON)."""
+    from pi_opt.console.config_file import load_model, read_mapping
+    from pi_opt.plan import plan_job, render_plan
+    from pi_opt.search import SearchConfig
+
+    config = load_model(SearchConfig, read_mapping(args.config), str(args.config))
+    if config.model is not None:
+        _check_arch(config.model.arch.name, config.model.arch.kwargs, f"{args.config}: model.arch")
+    plan = plan_job(config, measure_steps=args.steps)
+    print(plan.model_dump_json(indent=2) if args.json else render_plan(plan))
+    return 0
+
+
 # ---- train -------------------------------------------------------------------------
 def add_train(sub: Any) -> None:
     """``pi-opt train``."""
