@@ -83,7 +83,7 @@ def test_missing_data_path_is_a_warning() -> None:
 
 
 def test_cli_plan_prints_and_fails_in_one_line(tmp_path: Path, capsys) -> None:
-    from pi_opt.cli import main
+    from pi_opt_cli import main
 
     assert main(["plan", "--config", str(REPO / "configs/digits_quick.yaml"), "--steps", "0"]) == 0
     out = capsys.readouterr().out

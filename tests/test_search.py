@@ -131,24 +131,24 @@ def test_bad_configs_are_rejected() -> None:
 def test_cli_errors_and_baseline_accuracy(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("techniques: [nope]\n")
-    r = subprocess.run([sys.executable, "-m", "pi_opt.cli", "optimize", "--config", str(bad)],
+    r = subprocess.run([sys.executable, "-m", "pi_opt_cli", "optimize", "--config", str(bad)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown technique" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "pi_opt.cli", "count", "--arch", "resnet18"],
+    r = subprocess.run([sys.executable, "-m", "pi_opt_cli", "count", "--arch", "resnet18"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "ReLUs per sample: 491520" in r.stdout
     for forwarded in ("serve", "mpc"):  # options reach the optional packages' CLIs
-        r = subprocess.run([sys.executable, "-m", "pi_opt.cli", forwarded, "--help"],
+        r = subprocess.run([sys.executable, "-m", "pi_opt_cli", forwarded, "--help"],
                            capture_output=True, text=True)
         assert r.returncode == 0 and "usage:" in r.stdout, (forwarded, r.stderr)
     # The digits baseline of the quick config reaches >= 97% test accuracy on CPU.
-    r = subprocess.run([sys.executable, "-m", "pi_opt.cli", "train", "--arch", "resnet_mini",
+    r = subprocess.run([sys.executable, "-m", "pi_opt_cli", "train", "--arch", "resnet_mini",
                         "--kwargs", '{"widths": [8, 16, 32]}', "--epochs", "15",
                         "--out", str(tmp_path / "bl")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["test_accuracy"] >= 0.97, out
-    r = subprocess.run([sys.executable, "-m", "pi_opt.cli", "count", str(tmp_path / "bl" / "baseline")],
+    r = subprocess.run([sys.executable, "-m", "pi_opt_cli", "count", str(tmp_path / "bl" / "baseline")],
                        capture_output=True, text=True)
     assert f"ReLUs per sample: {out['relus']}" in r.stdout
 
