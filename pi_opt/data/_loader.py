@@ -44,6 +44,13 @@ def _read_raw(spec: DatasetSpec) -> RawData:
         return make_synthetic(
             spec.synthetic_samples, spec.synthetic_classes, spec.synthetic_shape, spec.seed
         )
+    if spec.kind == "shapes":
+        from pi_opt.data._shapes import DEFAULT_SIDE, shapes_raw
+
+        return shapes_raw(
+            spec.seed, spec.shapes_train, spec.shapes_val, spec.shapes_test,
+            spec.image_size or DEFAULT_SIDE,
+        )
     assert spec.path is not None  # guaranteed by DatasetSpec validation
     if spec.kind in ("cifar10", "cifar100"):
         from pi_opt.data._cifar import load_cifar_raw
@@ -59,8 +66,8 @@ def _read_raw(spec: DatasetSpec) -> RawData:
 def load_dataset(spec: DatasetSpec) -> DataBundle:
     """Load, split (deterministically by ``spec.seed``), resize and normalize a data set.
 
-    Order: official test split or stratified ``test_fraction`` hold-out -> stratified
-    ``val_fraction`` of the remaining training pool -> optional stratified ``max_train``
+    Order: official test split or stratified ``test_fraction`` hold-out -> the source's
+    fixed validation split or a stratified ``val_fraction`` of the remaining training pool -> optional stratified ``max_train``
     subsample -> optional bilinear resize to ``image_size`` -> per-channel mean/std from the
     train split applied to all splits. Raises :class:`~pi_opt.errors.DatasetError`.
     """
@@ -73,13 +80,16 @@ def load_dataset(spec: DatasetSpec) -> DataBundle:
         raw = _read_raw(spec)
     k = len(raw.class_names)
     pool, hold, tr, va = split_plan(raw.y, raw.x_test is not None and raw.y_test is not None,
-                                    spec)
+                                    spec, fixed_val=raw.y_val)
     if hold is None:
         x_pool, y_pool = raw.x, raw.y
         x_test_np, y_test_np = raw.x_test, raw.y_test
     else:
         x_pool, y_pool = raw.x[pool], raw.y[pool]
         x_test_np, y_test_np = raw.x[hold], raw.y[hold]
+    if raw.x_val is not None and raw.y_val is not None:  # the source's fixed validation split
+        x_pool = np.concatenate([x_pool, raw.x_val])
+        y_pool = np.concatenate([y_pool, raw.y_val])
     assert x_test_np is not None and y_test_np is not None
     xs = [to_float_tensor(x_pool[tr]), to_float_tensor(x_pool[va]), to_float_tensor(x_test_np)]
     ys = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)) for a in
@@ -141,6 +151,10 @@ def dataset_fingerprint(spec: DatasetSpec) -> str:
         payload["source"] = {"path": str(src), "files": _source_stats(src)}
     elif spec.kind == "digits":
         payload["source"] = {"sklearn": sklearn.__version__}
+    elif spec.kind == "shapes":
+        from pi_opt.data._shapes import GENERATOR_VERSION
+
+        payload["source"] = {"shapes_generator": GENERATOR_VERSION}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 
