@@ -332,3 +332,26 @@ def test_killed_baseline_training_resumes_from_its_epoch(tmp_path: Path) -> None
     assert epochs == [1, 2, 3]  # epoch 1 was not trained again
     assert not (tmp_path / "baseline-checkpoint").exists()  # cleaned up once cached
     assert art.manifest.metrics["val_accuracy"] > 0
+
+
+def test_safetensors_with_header_length_128_mod_256_is_not_a_pickle(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from pi_opt.artifacts import read_safetensors
+    from pi_opt.errors import UnsafeFormatError
+
+    for n in range(1, 300):  # find a tensor name whose header length starts with byte 0x80
+        f = tmp_path / "w.safetensors"
+        save_file({"w" * n: torch.ones(2)}, str(f))
+        if f.read_bytes()[:1] == b"\x80":
+            break
+    else:  # pragma: no cover
+        pytest.fail("no header length of 128 mod 256 found")
+    assert torch.equal(read_safetensors(f)["w" * n], torch.ones(2))
+    torch.save({"w": torch.ones(2)}, tmp_path / "p.safetensors")  # a zip: still refused
+    with pytest.raises(UnsafeFormatError):
+        read_safetensors(tmp_path / "p.safetensors")
+    import pickle
+    (tmp_path / "q.safetensors").write_bytes(pickle.dumps({"w": [1.0]}, protocol=4))
+    with pytest.raises(UnsafeFormatError):
+        read_safetensors(tmp_path / "q.safetensors")
