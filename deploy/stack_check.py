@@ -135,6 +135,15 @@ def make_key(container: str) -> str:
     return out.splitlines()[-1].split("\t")[-1]
 
 
+def run_healthcheck(container: str) -> None:
+    """The image's HEALTHCHECK, run once by hand (no systemd timer runs it on such hosts)."""
+    hc = subprocess.run(["podman", "healthcheck", "run", container], capture_output=True,
+                        text=True)
+    if hc.returncode != 0:
+        raise SystemExit(f"HEALTHCHECK of {container} failed: {hc.stdout}{hc.stderr}")
+    say(f"HEALTHCHECK of {container}: healthy")
+
+
 def require_succeeded(job: dict[str, Any]) -> None:
     if job["status"] != "succeeded":
         raise SystemExit(f"job {job['id']} ended {job['status']}: {json.dumps(job.get('error'))}")
@@ -143,7 +152,7 @@ def require_succeeded(job: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------
 def check_single(image: str, port: int) -> None:
     name = f"{PROJECT}-single"
-    sh("podman", "rm", "-f", name, check=False)
+    sh("podman", "rm", "-f", "-v", name, check=False)
     # no systemd timer for the HEALTHCHECK on hosts without systemd: run it by hand below
     sh("podman", "run", "-d", "--name", name, "--health-interval", "disable",
        "-p", f"127.0.0.1:{port}:8000", image)
@@ -152,10 +161,7 @@ def check_single(image: str, port: int) -> None:
         health = api.wait_healthy(180)
         say(f"health: {health['status']} (version {health['version']}, executor "
             f"{health['executor']}, database {health['database']})")
-        hc = subprocess.run(["podman", "healthcheck", "run", name], capture_output=True, text=True)
-        if hc.returncode != 0:
-            raise SystemExit(f"image HEALTHCHECK failed: {hc.stdout}{hc.stderr}")
-        say("image HEALTHCHECK: healthy")
+        run_healthcheck(name)
         api.key = make_key(name)
         status, _, _ = Api(port, "pio_wrong").request("GET", "/v1/jobs")
         if status != 401:
@@ -168,7 +174,7 @@ def check_single(image: str, port: int) -> None:
         say(f"job {job_id} succeeded in {time.monotonic() - t0:.1f} s")
         api.download_report(job_id)
     finally:
-        sh("podman", "rm", "-f", "-t", "5", name, check=False)
+        sh("podman", "rm", "-f", "-v", "-t", "5", name, check=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -284,6 +290,7 @@ def check_compose(compose_file: Path, port: int) -> None:
         say(f"health: {health['status']} (executor {health['executor']}, "
             f"database {health['database']})")
         (api_ctr,) = stack.containers("api")
+        run_healthcheck(api_ctr)
         api.key = make_key(api_ctr)
         run_shared_job(api)
         run_kill_job(api, stack)
