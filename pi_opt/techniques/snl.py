@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,8 @@ from pi_opt.techniques._masks import (
 )
 from pi_opt.techniques.base import (
     Candidate,
+    PlanInputs,
+    PlannedPhase,
     Technique,
     TechniqueConfig,
     TechniqueContext,
@@ -94,7 +96,12 @@ class SNL(Technique):
     name = "snl"
     Config = SNLConfig
     reduces_count = True
+    harvests = True
     config: SNLConfig
+
+    def with_harvest(self, budgets: Sequence[int]) -> SNL:
+        """A copy that snapshots the descent at ``budgets`` too (``harvest_budgets``)."""
+        return SNL(self.config.model_copy(update={"harvest_budgets": [int(b) for b in budgets]}))
 
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
@@ -104,6 +111,14 @@ class SNL(Technique):
             "threshold": trial.suggest_float(f"{prefix}threshold", 1e-3, 5e-2, log=True),
             "granularity": trial.suggest_categorical(f"{prefix}granularity", ["pixel", "channel"]),
         }
+
+    def plan_phases(self, inputs: PlanInputs) -> list[PlannedPhase]:
+        """The descent (an upper bound: it stops once every budget is met) and one
+        fine-tune per budget the trial answers (its own plus harvested ones)."""
+        cfg = self.config
+        ft = inputs.finetune.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs
+        return [PlannedPhase("search", cfg.max_search_epochs, bound=True),
+                PlannedPhase("finetune", ft * max(1, inputs.budgets_per_trial))]
 
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
         cfg = self.config
@@ -142,7 +157,7 @@ class SNL(Technique):
             cand.history.append(self.step_record(
                 budget=b, harvested=harvested, relus=kept, search_epoch=use.epoch,
                 search_step=use.step, live_count=use.live, lam=use.lam))
-            cand.notes.update({"budget_reached": snap is not None, "search_epochs": info["epochs"],
+            cand.notes.update({"budget": b, "budget_reached": snap is not None, "search_epochs": info["epochs"],
                                "live_count": use.live})
             if snap is None:
                 cand.notes["warning"] = (
@@ -229,7 +244,7 @@ class SNL(Technique):
             if pending:
                 res = fit(work, ctx.data.train, ctx.data.val, tcfg, teacher=ctx.teacher,
                           augment=ctx.data.augment,
-                          hooks=TrainHooks(extra_loss=penalty, on_step=on_step,
+                          hooks=TrainHooks(extra_loss=penalty, on_sync=on_step,
                                            on_epoch_end=on_epoch_end, param_groups=groups),
                           progress=ctx.progress, should_stop=ctx.should_stop,
                           phase=f"{self.name}-search")
