@@ -36,6 +36,7 @@ RUN pip install --no-deps crypten==0.4.1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY pi_opt ./pi_opt
+COPY pi_opt_cli ./pi_opt_cli
 COPY service ./service
 COPY mpc ./mpc
 RUN pip install ".[service,report,mpc]" \

@@ -105,21 +105,25 @@ build_image() {
   say "image $IMAGE built in ${BUILD_S} s; size $((size / 1000000)) MB ($size bytes)"
 }
 
+# a throw-away container of the image (no systemd timer for its HEALTHCHECK)
+prun() { podman run --rm --health-interval disable "$IMAGE" "$@"; }
+
 image_checks() {
   local user uid
   user=$(podman image inspect "$IMAGE" --format '{{.Config.User}}')
-  uid=$(podman run --rm "$IMAGE" id -u)
+  uid=$(prun id -u)
   [ "$uid" != 0 ] || die "image runs as root"
   say "runs as user '$user' (uid $uid)"
-  podman run --rm "$IMAGE" sh -c 'for c in gcc cc g++ make; do command -v $c && exit 1; done; exit 0' >/dev/null \
+  prun sh -c 'for c in gcc cc g++ make; do command -v $c && exit 1; done; exit 0' >/dev/null \
     || die "image carries build tools"
-  podman run --rm "$IMAGE" python -c "
+  prun python -c "
 import importlib.util as u, sys
 bad = [m for m in ('pytest', 'httpx_sse', 'schemathesis', 'hypothesis') if u.find_spec(m)]
 sys.exit('test packages in the image: %s' % bad if bad else 0)" || die "image carries test packages"
-  podman run --rm "$IMAGE" python -c "import torch, mpc._compat as c; c.import_crypten(); print(torch.__version__)" \
+  prun python -c "import torch, mpc._compat as c; c.import_crypten(); print(torch.__version__)" \
     | sed 's/^/[check] torch /' | head -1
-  say "no compilers, no test packages; crypten imports"
+  prun pi-opt --help >/dev/null || die "the pi-opt entry point fails in the image"
+  say "no compilers, no test packages; crypten imports; pi-opt --help runs"
 }
 
 PORT=${PI_OPT_CHECK_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
