@@ -2,7 +2,7 @@
 # Build and run the pi-opt image and the docker-compose stack with podman, on a machine
 # that cannot pull container images (`make image-check`; not part of the test suite).
 #
-#   deploy/check.sh [--only image|stack] [--rebuild-bases] [--keep-image]
+#   deploy/check.sh [--only image|stack] [--rebuild-bases] [--remove-image] [--two-jobs]
 #
 # 1. prerequisites (podman, runc, debootstrap, netavark, iptables, python3 >= 3.11 with venv)
 # 2. local stand-ins for the base images the Dockerfile / docker-compose.yml name
@@ -12,20 +12,22 @@
 #    settings, then the project image from the unchanged Dockerfile (PIP_NO_INDEX=1)
 # 4. image checks (size, non-root, no compilers or test packages, health check) and a job
 #    through one container (SQLite, embedded worker): health, key, job, report
-# 5. the compose stack (api + 2 workers + postgres) via podman-compose: one job shared by
-#    both workers, one worker killed mid-job, the job still finishing; `down` leaves nothing
+# 5. the compose stack (api + 2 workers + postgres) via podman-compose: a job whose trials
+#    both workers run, one worker killed mid-job, the job still finishing with that worker's
+#    trials (--two-jobs: first a job without a kill); `down` leaves nothing
 #
 # Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian), PI_OPT_CHECK_PORT.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK="$ROOT/deploy/.work"
-ONLY=all REBUILD_BASES=0 KEEP_IMAGE=1
+ONLY=all REBUILD_BASES=0 KEEP_IMAGE=1 STACK_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) ONLY=$2; shift 2 ;;
     --rebuild-bases) REBUILD_BASES=1; shift ;;
     --keep-image) KEEP_IMAGE=1; shift ;;
+    --two-jobs) STACK_ARGS+=(--two-jobs); shift ;;
     --remove-image) KEEP_IMAGE=0; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "deploy/check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -144,7 +146,7 @@ if [ "$ONLY" != image ]; then
   fi
   say "compose stack: $("$WORK/venv/bin/podman-compose" --version | head -1)"
   PATH="$WORK/venv/bin:$PATH" python3 "$ROOT/deploy/stack_check.py" compose \
-    --compose-file "$ROOT/docker-compose.yml" --port "$PORT"
+    --compose-file "$ROOT/docker-compose.yml" --port "$PORT" ${STACK_ARGS[@]+"${STACK_ARGS[@]}"}
 fi
 if [ "$KEEP_IMAGE" = 0 ]; then podman rmi "$IMAGE" >/dev/null; fi
 say "all checks passed"
