@@ -242,9 +242,8 @@ def run_shared_job(api: Api) -> None:
 
 def run_kill_job(api: Api, stack: Stack) -> None:
     t0 = time.monotonic()
-    job_id = api.submit(digits_spec("compose stack: worker killed", 6,
-                                    [0.1, 0.25, 0.4, 0.55, 0.7, 0.85]))
-    say(f"job {job_id} accepted (6 trials); killing a worker once both have completed a trial")
+    job_id = api.submit(digits_spec("compose stack: worker killed", 4, [0.15, 0.35, 0.55, 0.75]))
+    say(f"job {job_id} accepted (4 trials); killing a worker once both have completed a trial")
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + 1200
     while len(trial_workers(events)) < 2:
