@@ -136,13 +136,17 @@ def make_key(container: str) -> str:
     return out.splitlines()[-1].split("\t")[-1]
 
 
-def run_healthcheck(container: str) -> None:
-    """The image's HEALTHCHECK, run once by hand (no systemd timer runs it on such hosts)."""
-    hc = subprocess.run(["podman", "healthcheck", "run", container], capture_output=True,
-                        text=True)
-    if hc.returncode != 0:
-        raise SystemExit(f"HEALTHCHECK of {container} failed: {hc.stdout}{hc.stderr}")
-    say(f"HEALTHCHECK of {container}: healthy")
+def run_healthcheck(container: str, retries: int = 3) -> None:
+    """The image's HEALTHCHECK run by hand (no systemd timer runs it on such hosts); like
+    Docker, ``retries`` consecutive failures (e.g. its 5 s timeout on a starved CPU) fail."""
+    for attempt in range(1, retries + 1):
+        hc = subprocess.run(["podman", "healthcheck", "run", container], capture_output=True,
+                            text=True)
+        if hc.returncode == 0:
+            say(f"HEALTHCHECK of {container}: healthy (attempt {attempt})")
+            return
+        time.sleep(2)
+    raise SystemExit(f"HEALTHCHECK of {container} failed {retries} times: {hc.stdout}{hc.stderr}")
 
 
 def require_succeeded(job: dict[str, Any]) -> None:
