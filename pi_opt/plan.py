@@ -128,6 +128,7 @@ class JobPlan(_Model):
     data: DataPlan
     budgets: list[BudgetPlan]
     baseline: PhasePlan
+    shared: list[PhasePlan]
     chains: list[ChainPlan]
     trials: int
     total_epochs: int
@@ -392,7 +393,7 @@ def plan_job(config: SearchConfig, *, measure_steps: int = 3) -> JobPlan:
         params=sum(p.numel() for p in model.parameters()), macs=prof.macs,
         training_batch=batch, activation_bytes_per_sample=act,
         activation_bytes_per_batch=act * batch, data=data, budgets=budgets, baseline=baseline,
-        chains=chains, trials=config.n_trials or grid,
+        shared=shared, chains=chains, trials=config.n_trials or grid,
         total_epochs=baseline.epochs + sum(p.epochs for p in shared if p.kind == "train")
         + sum(c.total_epochs for c in chains),
         total_images=_sum([baseline.images] + [p.images for p in shared if p.kind == "train"]
@@ -463,10 +464,13 @@ def render_plan(plan: JobPlan) -> str:
         f"{_fmt_n(d.val_images)} / test {_fmt_n(d.test_images)}",
         "budgets: " + ", ".join(f"{b.relus:,} ({b.percent_of_baseline:.2f} %)"
                                 for b in plan.budgets),
-        f"{'phase':<34} {'epochs':>8} {'images':>14} {'time':>10}",
-        f"{'baseline':<34} {plan.baseline.epochs:>8} {_fmt_n(plan.baseline.images):>14} "
+        f"{'phase':<40} {'epochs':>8} {'images':>14} {'time':>10}",
+        f"{'baseline':<40} {plan.baseline.epochs:>8} {_fmt_n(plan.baseline.images):>14} "
         f"{_fmt_s(plan.baseline.seconds):>10}",
     ]
+    for p in plan.shared:
+        lines.append(f"{p.name + ' (once per job)':<40} {p.epochs:>8} {_fmt_n(p.images):>14} "
+                     f"{_fmt_s(p.seconds):>10}")
     for c in plan.chains:
         lines.append(f"{'+'.join(c.chain)} x {c.trials} trials: per trial "
                      f"{c.epochs_per_trial} epochs, {_fmt_n(c.images_per_trial)} images, "
@@ -474,7 +478,7 @@ def render_plan(plan: JobPlan) -> str:
         for p in c.phases:
             label = f"  {p.name}" + (" (<=)" if p.bound else "") + (
                 " [eval]" if p.kind == "eval" else "")
-            lines.append(f"{label:<34} {p.epochs:>8} {_fmt_n(p.images):>14} "
+            lines.append(f"{label:<40} {p.epochs:>8} {_fmt_n(p.images):>14} "
                          f"{_fmt_s(p.seconds):>10}")
     lines.append(f"total: {plan.trials} trials, {plan.total_epochs:,} epochs, "
                  f"{_fmt_n(plan.total_images)} images, {_fmt_s(plan.total_seconds)}")
