@@ -1,6 +1,7 @@
 """Command line: ``serve``, ``worker`` and ``keys`` subcommands.
 
-``register(subparsers)`` adds them to the ``pi-opt`` CLI; ``python -m service`` works too.
+``add_commands(subparsers)`` adds them to the ``pi-opt`` CLI (composed in :mod:`pi_opt_cli`);
+``python -m service ...`` is ``pi-opt ...``.
 Options override ``PI_OPT_*`` environment variables.
 """
 
@@ -11,7 +12,6 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,7 +26,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default=None, help="debug, info, warning, ...")
 
 
-def register(subparsers: Any) -> None:
+def add_commands(subparsers: Any) -> None:
     """Add ``serve``, ``worker`` and ``keys`` to an argparse subparsers object."""
     serve = subparsers.add_parser("serve", help="run the REST API (embedded worker by default)")
     _common(serve)
@@ -50,10 +50,10 @@ def register(subparsers: Any) -> None:
     _common(keys)
     sub = keys.add_subparsers(dest="keys_cmd", required=True)
     create = sub.add_parser("create", help="create a key and print it once")
-    create.add_argument("--name", default="cli")
+    create.add_argument("--name", default="cli", help="a label for the key")
     sub.add_parser("list", help="list keys (ids, names, prefixes)")
     revoke = sub.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", help="id printed by `pi-opt keys create` / `list`")
     keys.set_defaults(func=cmd_keys)
 
 
@@ -66,7 +66,9 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise SystemExit(f"pi-opt: invalid settings:\n{exc}") from None
+        from pi_opt.console import ConfigFileError, validation_lines
+
+        raise ConfigFileError(validation_lines(exc, "settings", Settings)) from None
 
 
 def _logging(level: str) -> None:
@@ -150,10 +152,3 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(f"no active key {args.key_id}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)

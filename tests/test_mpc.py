@@ -426,12 +426,12 @@ def test_cli_demo_and_measure(measured: dict, tmp_path: Path) -> None:
 
 
 def test_cli_and_make_measure_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mpc.cli import main
     from mpc.measure import make_measure
+    from pi_opt_cli import main
 
-    # forwarded form ``pi-opt mpc measure ...``; fails before any party starts
+    # ``pi-opt mpc measure ...``; fails before any party starts
     assert main(["mpc", "measure", str(tmp_path / "missing")]) == 2
-    assert "invalid-model" in capsys.readouterr().err
+    assert "artifact manifest not found" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="repeat"):
         make_measure({"repeat": 2})
     with pytest.raises(ConfigError, match="samples"):

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -149,7 +149,12 @@ class SNL(Technique):
     name = "snl"
     Config = SNLConfig
     reduces_count = True
+    harvests = True
     config: SNLConfig
+
+    def with_harvest(self, budgets: Sequence[int]) -> SNL:
+        """A copy that snapshots the descent at ``budgets`` too (``harvest_budgets``)."""
+        return SNL(self.config.model_copy(update={"harvest_budgets": [int(b) for b in budgets]}))
 
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
@@ -209,8 +214,9 @@ class SNL(Technique):
             bound_hit = snap is None and info["bound_hit"]
             cand.history[-1].update(search_epochs=info["epochs"], search_bound_hit=bound_hit,
                                     mask_lr=info["mask_lr"])
-            cand.notes.update({"budget_reached": snap is not None, "search_epochs": info["epochs"],
-                               "live_count": use.live, "search_bound_hit": bound_hit})
+            cand.notes.update({"budget": b, "budget_reached": snap is not None,
+                               "search_epochs": info["epochs"], "live_count": use.live,
+                               "search_bound_hit": bound_hit})
             if snap is None:
                 why = (f"the search bound max_search_epochs={cfg.max_search_epochs} was hit"
                        if bound_hit else "the search stopped early")
@@ -300,7 +306,7 @@ class SNL(Technique):
             if pending:
                 res = fit(work, ctx.data.train, ctx.data.val, tcfg, teacher=ctx.teacher,
                           augment=ctx.data.augment,
-                          hooks=TrainHooks(extra_loss=penalty, on_step=on_step,
+                          hooks=TrainHooks(extra_loss=penalty, on_sync=on_step,
                                            on_epoch_end=on_epoch_end, param_groups=groups),
                           progress=ctx.progress, should_stop=ctx.should_stop,
                           phase=f"{self.name}-search")
