@@ -140,3 +140,18 @@ def test_presets_fill_unset_fields_only() -> None:
     assert AutoRePConfig().mask_dropout == 0.01 and AutoRePConfig().mask_lr is None
     with pytest.raises(ConfigError):
         SNL(preset="unpublished")
+
+
+def test_autorep_under_bf16_autocast_keeps_fp32_gates(cifar_ctx) -> None:
+    """Mixed precision: the search runs under bf16 autocast; gates stay float32."""
+    import dataclasses
+
+    ctx = dataclasses.replace(cifar_ctx, finetune=cifar_ctx.finetune.model_copy(
+        update={"precision": "bf16"}))
+    n = ctx.baseline_profile.relus
+    epochs, (cand,) = _per_epoch(ctx, lambda: AutoReP(search_epochs=1, finetune_epochs=0)
+                                 .run(ctx, baseline_candidate(ctx), budget=n // 10))
+    assert epochs and 0.0 < epochs[0]["density"] < 1.0
+    assert profile_model(cand.model, cand.spec.input_shape).relus <= n // 10
+    for p in cand.model.parameters():
+        assert p.dtype == torch.float32 and torch.isfinite(p).all()
