@@ -6,8 +6,8 @@ when a party dies. Here:
 
 * processes come from the ``spawn`` context, so CrypTen's global state (communicator,
   PRNGs, config) only ever exists inside the party processes;
-* CrypTen's batched openings go out as one gloo message
-  (:func:`mpc._compat.install_batched_all_reduce`: same rounds and bytes, fewer calls);
+* CrypTen's communicator is patched by :func:`mpc.exchange.install` (batched openings
+  as one message, shared rounds, and - with ``link`` - an emulated network link);
 * rendezvous is a gloo ``FileStore`` in a private temporary directory, removed at the end;
 * every party sends one message over its own pipe: ``("ok", result)`` or
   ``("error", type, message, traceback)``, pickled with the plain pickler (tensors
@@ -58,6 +58,7 @@ class PartySetup:
     device: str
     threads: int
     parent_pid: int
+    link: tuple[float, float | None] | None = None  # emulated (rtt_ms, bandwidth_mbps)
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -82,10 +83,13 @@ def _party_main(setup: PartySetup, target: PartyTarget | None, payload: Any,
         import torch
 
         torch.set_num_threads(setup.threads)
-        from mpc._compat import import_crypten, install_batched_all_reduce
+        from mpc import exchange
+        from mpc._compat import import_crypten
 
         crypten = import_crypten()
-        install_batched_all_reduce()
+        exchange.install()
+        if setup.link is not None:
+            exchange.set_link(*setup.link)
         from crypten.config import cfg
 
         cfg.mpc.provider = setup.provider
@@ -150,6 +154,48 @@ def _kill(procs: Sequence[mp.process.BaseProcess]) -> None:
         p.join(timeout=5.0)
 
 
+def _collect(conns: dict[Connection, int], procs: Sequence[mp.process.BaseProcess],
+             timeout_s: float) -> dict[int, Any]:
+    """Read every party's message while watching for deaths and the deadline."""
+    n_procs = len(procs)
+    results: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(results) < n_procs:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            missing = sorted(set(range(n_procs)) - set(results))
+            raise PartyTimeout(
+                f"MPC parties {missing} did not finish within {timeout_s:.0f} s; "
+                "all parties were stopped", timeout_s=timeout_s)
+        waitables: list[Any] = list(conns) + [
+            p.sentinel for r, p in enumerate(procs) if r not in results]
+        for ready in wait(waitables, timeout=min(remaining, 1.0)):
+            if isinstance(ready, Connection):
+                rank = conns[ready]
+                try:  # our own child's bytes; plain pickle copies tensors (no shm fds)
+                    msg = pickle.loads(ready.recv_bytes())
+                except (EOFError, OSError):
+                    msg = None
+                del conns[ready]
+                ready.close()
+                if msg is None:
+                    procs[rank].join(timeout=2.0)
+                    raise PartyFailed(
+                        f"MPC party {rank} exited without a result "
+                        f"(exit code {procs[rank].exitcode})", rank=rank)
+                if msg[0] != "ok":
+                    raise _failure((rank, msg[1], msg[2], msg[3]), conns, procs)
+                results[rank] = msg[1]
+            else:  # a process ended: fine only if its message already arrived
+                rank = next(r for r, p in enumerate(procs) if p.sentinel == ready)
+                conn = next((c for c, r in conns.items() if r == rank), None)
+                if rank not in results and (conn is None or not conn.poll(0.5)):
+                    raise PartyFailed(
+                        f"MPC party {rank} died (exit code {procs[rank].exitcode})",
+                        rank=rank)
+    return results
+
+
 def run_parties(
     target: PartyTarget,
     payloads: Sequence[Any],
@@ -158,8 +204,11 @@ def run_parties(
     device: str = "cpu",
     threads: int = 1,
     timeout_s: float = 600.0,
+    link: tuple[float, float | None] | None = None,
 ) -> list[Any]:
     """Run ``target(rank, payloads[rank])`` in ``len(payloads)`` CrypTen parties.
+
+    ``link``: ``(rtt_ms, bandwidth_mbps or None)`` to emulate between the parties.
 
     Returns the per-rank results (index = rank). Raises :class:`PartyFailed` if any
     party raises or exits without a result, :class:`PartyTimeout` after ``timeout_s``.
@@ -177,7 +226,7 @@ def run_parties(
         for rank in range(n_procs):
             recv_end, send_end = ctx.Pipe(duplex=False)
             setup = PartySetup(rank, world_size, rendezvous, provider, device, threads,
-                               os.getpid())
+                               os.getpid(), link)
             payload = payloads[rank] if rank < world_size else None
             proc = ctx.Process(
                 target=_party_main,
@@ -188,41 +237,7 @@ def run_parties(
             send_end.close()
             procs.append(proc)
             conns[recv_end] = rank
-        results: dict[int, Any] = {}
-        deadline = time.monotonic() + timeout_s
-        while len(results) < n_procs:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                missing = sorted(set(range(n_procs)) - set(results))
-                raise PartyTimeout(
-                    f"MPC parties {missing} did not finish within {timeout_s:.0f} s; "
-                    "all parties were stopped", timeout_s=timeout_s)
-            waitables: list[Any] = list(conns) + [
-                p.sentinel for r, p in enumerate(procs) if r not in results]
-            for ready in wait(waitables, timeout=min(remaining, 1.0)):
-                if isinstance(ready, Connection):
-                    rank = conns[ready]
-                    try:  # our own child's bytes; plain pickle copies tensors (no shm fds)
-                        msg = pickle.loads(ready.recv_bytes())
-                    except (EOFError, OSError):
-                        msg = None
-                    del conns[ready]
-                    ready.close()
-                    if msg is None:
-                        procs[rank].join(timeout=2.0)
-                        raise PartyFailed(
-                            f"MPC party {rank} exited without a result "
-                            f"(exit code {procs[rank].exitcode})", rank=rank)
-                    if msg[0] != "ok":
-                        raise _failure((rank, msg[1], msg[2], msg[3]), conns, procs)
-                    results[rank] = msg[1]
-                else:  # a process ended: fine only if its message already arrived
-                    rank = next(r for r, p in enumerate(procs) if p.sentinel == ready)
-                    conn = next((c for c, r in conns.items() if r == rank), None)
-                    if rank not in results and (conn is None or not conn.poll(0.5)):
-                        raise PartyFailed(
-                            f"MPC party {rank} died (exit code {procs[rank].exitcode})",
-                            rank=rank)
+        results = _collect(conns, procs, timeout_s)
         for p in procs:
             p.join(timeout=10.0)
         return [results[r] for r in range(world_size)]
