@@ -33,7 +33,10 @@ def test_front_report_and_resume(tmp_path) -> None:
     events: list[dict] = []
     report = run_search(cfg, workdir=tmp_path, progress=events.append)
     grid = [p for p in report.points if p.harvested_from is None]
-    assert len(grid) == 4  # one per (chain, budget)
+    assert len(grid) == 3  # one per (chain, budget); SNL: one descent for both budgets
+    assert len(report.points) == 4
+    assert {(p.chain[0], p.budget) for p in report.points} == {
+        (c, b) for c in ("deepreduce", "snl") for b in report.budgets}
     for p in report.points:
         assert p.relus <= p.budget
         art = load_artifact(tmp_path / p.artifact)

@@ -43,6 +43,13 @@ def _read_raw(spec: DatasetSpec) -> RawData:
         return make_synthetic(
             spec.synthetic_samples, spec.synthetic_classes, spec.synthetic_shape, spec.seed
         )
+    if spec.kind == "shapes":
+        from pi_opt.data._shapes import DEFAULT_SIDE, shapes_raw
+
+        return shapes_raw(
+            spec.seed, spec.shapes_train, spec.shapes_val, spec.shapes_test,
+            spec.image_size or DEFAULT_SIDE,
+        )
     assert spec.path is not None  # guaranteed by DatasetSpec validation
     if spec.kind in ("cifar10", "cifar100"):
         from pi_opt.data._cifar import load_cifar_raw
@@ -62,8 +69,8 @@ def _read_raw(spec: DatasetSpec) -> RawData:
 def load_dataset(spec: DatasetSpec) -> DataBundle:
     """Load, split (deterministically by ``spec.seed``), resize and normalize a data set.
 
-    Order: official test split or stratified ``test_fraction`` hold-out -> stratified
-    ``val_fraction`` of the remaining training pool -> optional stratified ``max_train``
+    Order: official test split or stratified ``test_fraction`` hold-out -> the source's
+    fixed validation split or a stratified ``val_fraction`` of the remaining training pool -> optional stratified ``max_train``
     subsample -> optional bilinear resize to ``image_size`` -> per-channel mean/std from the
     train split applied to all splits. Raises :class:`~pi_opt.errors.DatasetError`.
     """
@@ -76,7 +83,14 @@ def load_dataset(spec: DatasetSpec) -> DataBundle:
         keep, hold = stratified_split(raw.y, spec.test_fraction, spec.seed, "test")
         x_pool, y_pool = raw.x[keep], raw.y[keep]
         x_test_np, y_test_np = raw.x[hold], raw.y[hold]
-    tr, va = stratified_split(y_pool, spec.val_fraction, spec.seed + 1, "validation")
+    if raw.x_val is not None and raw.y_val is not None:
+        n_train = len(y_pool)
+        x_pool = np.concatenate([x_pool, raw.x_val])
+        y_pool = np.concatenate([y_pool, raw.y_val])
+        tr = np.arange(n_train, dtype=np.int64)
+        va = np.arange(n_train, len(y_pool), dtype=np.int64)
+    else:
+        tr, va = stratified_split(y_pool, spec.val_fraction, spec.seed + 1, "validation")
     if spec.max_train is not None:
         tr = tr[stratified_subsample(y_pool[tr], spec.max_train, spec.seed + 2)]
 
@@ -137,6 +151,10 @@ def dataset_fingerprint(spec: DatasetSpec) -> str:
         payload["source"] = {"path": str(src), "files": _source_stats(src)}
     elif spec.kind == "digits":
         payload["source"] = {"sklearn": sklearn.__version__}
+    elif spec.kind == "shapes":
+        from pi_opt.data._shapes import GENERATOR_VERSION
+
+        payload["source"] = {"shapes_generator": GENERATOR_VERSION}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 

@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DatasetKind = Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz"]
+from pi_opt.data._shapes import MAX_SIDE, MIN_SIDE, NUM_CLASSES
+
+DatasetKind = Literal["digits", "synthetic", "shapes", "cifar10", "cifar100", "imagefolder", "npz"]
 
 #: Kinds read from the file system (``path`` is required).
 FILE_KINDS: frozenset[str] = frozenset({"cifar10", "cifar100", "imagefolder", "npz"})
@@ -21,6 +23,11 @@ class DatasetSpec(BaseModel):
 
     ``val_fraction`` is taken (stratified) from the training pool; ``test_fraction``
     only applies when the source has no official test split.
+
+    ``kind="shapes"`` (:mod:`pi_opt.data._shapes`) is generated with fixed split sizes
+    ``shapes_train`` / ``shapes_val`` / ``shapes_test`` (``val_fraction`` and ``test_fraction``
+    do not apply; ``max_train`` still subsamples the train split) at side ``image_size``
+    (default 32, between 16 and 128).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -36,6 +43,9 @@ class DatasetSpec(BaseModel):
     synthetic_classes: int = Field(4, ge=2, le=1000)
     synthetic_shape: tuple[int, int, int] = (1, 8, 8)
     augment: bool = True
+    shapes_train: int = Field(5000, ge=1, le=500_000)
+    shapes_val: int = Field(1000, ge=1, le=500_000)
+    shapes_test: int = Field(2000, ge=1, le=500_000)
 
     @field_validator("synthetic_shape")
     @classmethod
@@ -68,4 +78,20 @@ class DatasetSpec(BaseModel):
                 "synthetic_samples must be at least 2 * synthetic_classes "
                 f"({self.synthetic_samples} < 2 * {self.synthetic_classes})"
             )
+        if self.kind == "shapes":
+            self._check_shapes()
         return self
+
+    def _check_shapes(self) -> None:
+        for name in ("shapes_train", "shapes_val", "shapes_test"):
+            if getattr(self, name) < NUM_CLASSES:
+                raise ValueError(
+                    f"{name} must be at least {NUM_CLASSES} (one sample per class of the "
+                    f"shapes set), got {getattr(self, name)}"
+                )
+        side = self.image_size
+        if side is not None and not MIN_SIDE <= side <= MAX_SIDE:
+            raise ValueError(
+                f"image_size for kind 'shapes' must be between {MIN_SIDE} and {MAX_SIDE} "
+                f"(smaller sides cannot hold the shapes), got {side}"
+            )

@@ -15,9 +15,10 @@ from pi_opt.report.schema import ParetoReport
 
 FLAT_FIELDS = ["trial", "chain", "budget", "relus", "circa_relus", "poly_mults", "macs", "cost",
                "val_accuracy", "test_accuracy", "pareto", "over_budget", "harvested_from",
-               "seconds", "artifact"]
+               "seconds", "artifact", "pruned", "feasible", "worst_class_drop"]
 MPC_FIELDS = ["backend", "provider", "device", "batch_size", "latency_s", "latency_min_s",
-              "latency_max_s", "repeats", "rounds", "bytes_per_party", "estimated_lan_s", "estimated_wan_s", "plaintext_agreement"]
+              "latency_max_s", "repeats", "rounds", "bytes_per_party", "estimated_lan_s",
+              "estimated_wan_s", "plaintext_agreement"]
 
 # Cells a spreadsheet would evaluate as a formula (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
