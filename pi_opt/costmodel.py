@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pi_opt.circa import circa_rounds
+from pi_opt.circa_faults import circa_rounds
 from pi_opt.profile import ModelProfile
 
 #: Rounds of CrypTen's exact ReLU layer (A2B, 7 AND levels, B2A, multiply).
@@ -127,7 +127,7 @@ def estimate_rounds(profile: ModelProfile) -> int:
     """Rounds of the non-linear layers of a profile (linear-layer rounds not included).
 
     Per site, in execution order: exact ReLUs 9, polynomial squares 1, Circa
-    :func:`pi_opt.circa.circa_rounds` (``3 + ceil(log2(l - 1))``); identity-only sites 0.
+    :func:`pi_opt.circa_faults.circa_rounds` (``3 + ceil(log2(l - 1))``); identity-only sites 0.
     """
     total = 0
     for s in profile.sites:

@@ -487,11 +487,15 @@ def test_tiny_job_report_links_resolve_and_points_download(tmp_path: Path,
         "model": {"arch": {"name": "resnet_mini", "kwargs": {"widths": [4, 8, 16]}},
                   "input_shape": [1, 8, 8], "num_classes": 10},
         "baseline": {"epochs": 1}, "finetune": {"epochs": 1},
-        "techniques": ["deepreduce"], "budgets": [0.3]}))
+        "techniques": ["deepreduce"], "budgets": [0.3, 1.0]}))
     job = tmp_path / "job"
-    assert main(["optimize", "--config", str(cfg), "--workdir", str(job), "--quiet"]) == 0
-    out = capsys.readouterr().out
+    assert main(["optimize", "--config", str(cfg), "--workdir", str(job)]) == 0
+    out, err = capsys.readouterr()
     assert re.search(r"\d+\.\d\d%", out)  # accuracy in % in the CLI as in the report
+    # resolved budgets printed when the search starts; a budget >= the baseline warned about
+    assert re.search(r"budgets: [\d,]+ ReLUs \(30\.0% of baseline\); [\d,]+ ReLUs "
+                     r"\(100\.0% of baseline\)", err), err
+    assert "at or above the baseline's" in err and "trial 0: deepreduce @ " in err
     page = job / "report" / "report.html"
 
     class Links(html.parser.HTMLParser):
