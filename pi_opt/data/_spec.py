@@ -8,14 +8,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pi_opt.data._shapes import MAX_SIDE, MIN_SIDE, NUM_CLASSES
 
-DatasetKind = Literal["digits", "synthetic", "shapes", "cifar10", "cifar100", "imagefolder", "npz"]
+DatasetKind = Literal[
+    "digits", "synthetic", "shapes", "cifar10", "cifar100", "imagefolder", "npz",
+    "tinyimagenet",
+]
 
 #: Kinds read from the file system (``path`` is required).
-FILE_KINDS: frozenset[str] = frozenset({"cifar10", "cifar100", "imagefolder", "npz"})
+FILE_KINDS: frozenset[str] = frozenset(
+    {"cifar10", "cifar100", "imagefolder", "npz", "tinyimagenet"})
 #: Kinds whose source ships an official test split.
-OFFICIAL_TEST_KINDS: frozenset[str] = frozenset({"cifar10", "cifar100"})
+OFFICIAL_TEST_KINDS: frozenset[str] = frozenset({"cifar10", "cifar100", "tinyimagenet"})
+#: Kinds read file by file, which can be streamed instead of decoded into memory.
+STREAMABLE_KINDS: frozenset[str] = frozenset({"imagefolder", "tinyimagenet"})
 #: Image side used for ``imagefolder`` when ``image_size`` is not given.
 DEFAULT_IMAGEFOLDER_SIZE = 32
+#: Native image side of TinyImageNet.
+TINYIMAGENET_SIZE = 64
 
 
 class DatasetSpec(BaseModel):
@@ -46,6 +54,10 @@ class DatasetSpec(BaseModel):
     shapes_train: int = Field(5000, ge=1, le=500_000)
     shapes_val: int = Field(1000, ge=1, le=500_000)
     shapes_test: int = Field(2000, ge=1, le=500_000)
+    #: Image folders / TinyImageNet: ``auto`` streams the files (decode per batch in
+    #: DataLoader workers) when decoding them all into float32 memory would exceed
+    #: ``pi_opt.data.STREAM_ABOVE_BYTES``; ``on`` / ``off`` force either.
+    streaming: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("synthetic_shape")
     @classmethod
@@ -69,6 +81,8 @@ class DatasetSpec(BaseModel):
                         "imagefolder": "image root (root/<class>/*.png or "
                         "root/train|test/<class>/)",
                         "npz": ".npz file with x_train/y_train",
+                        "tinyimagenet": "'tiny-imagenet-200' directory (train/<wnid>/images/"
+                        "*.JPEG, val/images + val/val_annotations.txt)",
                     }[self.kind]
                 )
         elif self.path is not None:

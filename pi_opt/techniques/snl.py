@@ -244,7 +244,7 @@ class SNL(Technique):
             if pending:
                 res = fit(work, ctx.data.train, ctx.data.val, tcfg, teacher=ctx.teacher,
                           augment=ctx.data.augment,
-                          hooks=TrainHooks(extra_loss=penalty, on_step=on_step,
+                          hooks=TrainHooks(extra_loss=penalty, on_sync=on_step,
                                            on_epoch_end=on_epoch_end, param_groups=groups),
                           progress=ctx.progress, should_stop=ctx.should_stop,
                           phase=f"{self.name}-search")
