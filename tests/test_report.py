@@ -472,6 +472,7 @@ def test_zero_relu_axis_and_mpc_spread(report: ParetoReport) -> None:
 
 # --------------------------------------------------------------------------- a real job
 
+@pytest.mark.timeout(900)  # ~70 s CPU; the limit leaves room for a loaded machine
 def test_tiny_job_report_links_resolve_and_points_download(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     """Every local link of a fresh job's report.html is a file; every front point downloads."""

@@ -106,8 +106,6 @@ def _chain_handles(report: ParetoReport, colors: dict[str, str]) -> list[Any]:
 
 def pareto_figure(report: ParetoReport) -> Figure:
     """Test accuracy vs ReLUs (K, log-x): front, faded dominated trials, baseline, budgets."""
-    from matplotlib.lines import Line2D
-
     colors = chain_colors(report)
     fig = _figure(8.6, 5.2)
     ax = fig.add_subplot()
@@ -174,6 +172,15 @@ def pareto_figure(report: ParetoReport) -> Figure:
     ax.set_title(f"{len(front)} front / {len(pts)} points", loc="right", fontsize=8.5,
                  fontweight="normal", color="#6b7480", pad=18)
 
+    fig.legend(handles=_pareto_legend(report, colors, axis.has_zero),
+               loc="outside right upper")
+    return fig
+
+
+def _pareto_legend(report: ParetoReport, colors: dict[str, str], has_zero: bool) -> list[Any]:
+    """Legend of pareto.png: chains, front line, dominated, over budget, baseline, budgets."""
+    from matplotlib.lines import Line2D
+
     handles = _chain_handles(report, colors)
     handles += [
         Line2D([], [], ls="-", color="#1b1f24", lw=1.3, label="Pareto front"),
@@ -184,11 +191,10 @@ def pareto_figure(report: ParetoReport) -> Figure:
         Line2D([], [], ls="", marker="*", ms=12, color="#1b1f24", label="baseline"),
         Line2D([], [], ls="--", color="#b23a48", lw=0.9, label="requested budget"),
     ]
-    if axis.has_zero:
+    if has_zero:
         handles.append(Line2D([], [], ls="", marker="D", ms=6, mfc="#9aa3ad", mec="#1b1f24",
                               label="0 ReLUs (left of the dotted break)"))
-    fig.legend(handles=handles, loc="outside right upper")
-    return fig
+    return handles
 
 
 def _few_decades(ax: Axes) -> bool:
