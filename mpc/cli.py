@@ -12,16 +12,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mpc.config import MpcConfig
-from pi_opt.errors import PiOptError
+from pydantic import ValidationError
+
+from mpc.config import NETWORK_PRESETS, MpcConfig
+from pi_opt.errors import ConfigError, PiOptError
+from pi_opt.network import resolve_network
 
 
 def _config(args: argparse.Namespace) -> MpcConfig:
-    return MpcConfig(
-        provider=args.provider, device=args.device, weights=args.weights,
-        repeats=getattr(args, "repeats", 1), warmup=args.warmup, network=args.network,
-        timeout_s=args.timeout, batch_size=getattr(args, "batch_size", 1), threads=args.threads,
-    )
+    network: Any = args.network
+    if network is not None and network.lower() not in NETWORK_PRESETS:
+        try:  # "RTT_MS,BANDWIDTH_MBPS"
+            rtt, bw = (float(v) for v in network.split(","))
+        except ValueError:
+            raise ConfigError(f"--network {network!r}: use one of {sorted(NETWORK_PRESETS)} "
+                              "or RTT_MS,BANDWIDTH_MBPS (e.g. 20,200)") from None
+        network = resolve_network({"rtt_ms": rtt, "bandwidth_mbps": bw})
+    try:
+        return MpcConfig(
+            provider=args.provider, device=args.device, weights=args.weights,
+            repeats=getattr(args, "repeats", 1), warmup=args.warmup, network=network,
+            emulate_network=args.emulate, timeout_s=args.timeout,
+            batch_size=getattr(args, "batch_size", 1), threads=args.threads)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid mpc options: {exc.errors()[0]['msg']}") from None
 
 
 def _dataset(args: argparse.Namespace) -> Any:
@@ -78,8 +92,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="device of both parties")
     p.add_argument("--weights", choices=["private", "public"], default="private",
                    help="private: server encrypts weights (2PC); public: plaintext weights")
-    p.add_argument("--network", choices=["lan", "wan"], default=None,
-                   help="also estimate latency on this emulated link")
+    p.add_argument("--network", default=None, metavar="PROFILE",
+                   help="link for the latency estimate: loopback, lan, wan or "
+                        "RTT_MS,BANDWIDTH_MBPS")
+    p.add_argument("--emulate", action="store_true",
+                   help="emulate --network between the parties (delay + pacing of every "
+                        "message) so the measured latency includes it")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
     p.add_argument("--threads", type=int, default=1, help="torch threads per party")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")

@@ -34,7 +34,8 @@ class MpcMeasurement(_Model):
     bytes_per_party: int               # bytes sent by party 0 per batch
     bytes_linear: int | None = None
     bytes_nonlinear: int | None = None
-    network: dict[str, float] | None = None   # emulated {"rtt_ms":..., "bandwidth_mbps":...}
+    network: dict[str, float] | None = None   # link {"rtt_ms":..., "bandwidth_mbps":...}
+    network_emulated: bool = False            # latency_s measured on that emulated link
     estimated_lan_s: float | None = None
     estimated_wan_s: float | None = None
     plaintext_agreement: float | None = None  # argmax agreement with the plaintext model
