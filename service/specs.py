@@ -132,9 +132,42 @@ def check_arch(name: str, kwargs: Mapping[str, Any], loc: tuple[Any, ...]) -> No
                                errors=[_err((*loc, "kwargs"), msg, "invalid-config")])
 
 
-def check_spec(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef]) -> str:
-    """Helper-process entry: validate and return the job title (nothing torch-typed)."""
-    return validate_spec(raw, uploads).title
+def plan_and_check(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef],
+                   limits: dict[str, Any]) -> dict[str, Any]:
+    """Helper-process entry: validate, check the server limits, plan.
+
+    Returns ``{"title": str, "plan": JobPlan as JSON}`` (nothing torch-typed); raises a
+    422 ProblemError for an invalid spec or one over the limits (``service.bounds``).
+    """
+    from service.bounds import JobLimits, check_plan_bounds, check_spec_bounds
+
+    config = validate_spec(raw, uploads)
+    bounds = JobLimits.model_validate(limits)
+    check_spec_bounds(config, bounds)
+    plan = _plan(config)
+    check_plan_bounds(plan, bounds)
+    return {"title": config.title, "plan": public_plan(plan.model_dump(mode="json"))}
+
+
+def _plan(config: SearchConfig) -> Any:
+    """``plan_job`` on the meta device: sizes without allocating weights, no timing."""
+    import torch
+
+    from pi_opt.plan import plan_job
+
+    try:
+        with torch.device("meta"):
+            return plan_job(config, measure_steps=0)
+    except PiOptError as exc:
+        raise ProblemError(422, exc.code, exc.message) from None
+
+
+def public_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan without server paths (the data set is named by its upload reference)."""
+    data = dict(plan.get("data") or {})
+    data.pop("path", None)
+    data.pop("path_exists", None)
+    return {**plan, "data": data}
 
 
 def validate_spec(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef]) -> SearchConfig:

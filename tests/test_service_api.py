@@ -94,10 +94,14 @@ def assert_problem(r: httpx.Response, status: int, code: str | None = None) -> d
 # --------------------------------------------------------------------------- basics
 
 
-def test_health_needs_no_key_and_openapi_is_published(env: dict[str, Any]) -> None:
+def test_health_needs_no_key_and_openapi_is_published(env: dict[str, Any], a: Api) -> None:
     base = env["server"].base_url
     r = httpx.get(f"{base}/v1/health")
     assert r.status_code == 200
+    assert r.json() == {"status": "ok"}            # without a key: liveness only
+    r = httpx.get(f"{base}/v1/health", headers={"Authorization": "Bearer pio_wrong"})
+    assert r.json() == {"status": "ok"}
+    r = a.client.get("/v1/health")
     assert r.json()["status"] == "ok" and r.json()["database"] == "sqlite"
     served = httpx.get(f"{base}/v1/openapi.json").json()
     committed = json.loads((REPO / "service" / "openapi.json").read_text())
