@@ -111,6 +111,16 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from pi_opt.plan import plan_job, render_plan
+    from pi_opt.search import SearchConfig
+
+    config = SearchConfig.model_validate(_load_yaml_or_json(args.config))
+    plan = plan_job(config, measure_steps=args.steps)
+    print(plan.model_dump_json(indent=2) if args.json else render_plan(plan))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from pi_opt.artifacts import ArchSpec, ModelSpec
     from pi_opt.data import DatasetSpec
@@ -205,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure points under CrypTen 2PC")
     o.add_argument("--quiet", action="store_true")
     o.set_defaults(func=_cmd_optimize)
+
+    pl = sub.add_parser("plan", help="dry run: ReLUs, budgets, epochs, images and time of a "
+                        "job, without data or training")
+    pl.add_argument("--config", required=True, help="YAML/JSON SearchConfig (see configs/)")
+    pl.add_argument("--steps", type=int, default=3,
+                    help="training steps timed on this device (0: no time estimate)")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=_cmd_plan)
 
     t = sub.add_parser("train", help="train an all-ReLU baseline and save it as an artifact")
     t.add_argument("--arch", default="resnet_mini")

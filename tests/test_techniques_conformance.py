@@ -56,3 +56,18 @@ def test_every_technique_has_typed_config() -> None:
         assert cls.Config.model_config.get("extra") == "forbid", name
         with pytest.raises(Exception):
             cls(definitely_not_a_field=1)
+
+
+def test_every_technique_plans_its_phases() -> None:
+    """``plan_phases`` (used by ``pi-opt plan``) is sized from the config alone."""
+    from pi_opt.techniques.base import PlanInputs
+    from pi_opt.training import TrainConfig
+
+    inputs = PlanInputs(finetune=TrainConfig(epochs=5), budgets_per_trial=3, stages=3)
+    for name in list_techniques():
+        phases = TECHNIQUES.get(name)().plan_phases(inputs)
+        assert phases, name
+        for p in phases:
+            assert p.epochs >= 0 and p.kind in ("train", "eval"), (name, p)
+        if TECHNIQUES.get(name).reduces_count:
+            assert any(p.kind == "train" and p.epochs > 0 for p in phases), name

@@ -44,6 +44,8 @@ from pi_opt.techniques._masks import (
 )
 from pi_opt.techniques.base import (
     Candidate,
+    PlanInputs,
+    PlannedPhase,
     Technique,
     TechniqueConfig,
     TechniqueContext,
@@ -209,6 +211,12 @@ class AutoReP(Technique):
                 acc=[torch.zeros((), device=dev), torch.zeros(c, device=dev),
                      torch.zeros(c, device=dev)]))
         return gates
+
+    def plan_phases(self, inputs: PlanInputs) -> list[PlannedPhase]:
+        """The joint gate/weight/polynomial search and the fine-tune with masks fixed."""
+        cfg = self.config
+        ft = inputs.finetune.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs
+        return [PlannedPhase("search", cfg.search_epochs), PlannedPhase("finetune", ft)]
 
     # ---- run -------------------------------------------------------------------
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:

@@ -99,6 +99,35 @@ class Candidate:
 C = TypeVar("C", bound=TechniqueConfig)
 
 
+@dataclass(frozen=True)
+class PlannedPhase:
+    """One training (or evaluation) phase a technique will run, for ``pi_opt.plan``.
+
+    epochs: passes over the training split (``kind="train"``) or the validation
+        split (``kind="eval"``); ``bound=True`` when this is an upper bound (the
+        phase may stop earlier, e.g. SNL's descent stops once every budget is met).
+    kd: a frozen teacher forward runs next to every training step.
+    shared: computed once per job and cached (e.g. stage criticality), not per trial.
+    """
+
+    name: str
+    epochs: int
+    kind: str = "train"
+    kd: bool = True
+    shared: bool = False
+    bound: bool = False
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What a technique needs to size its phases without data: the fine-tune settings,
+    how many budgets one trial answers (1 + harvested ones) and the backbone's stages."""
+
+    finetune: TrainConfig
+    budgets_per_trial: int = 1
+    stages: int = 1
+
+
 class Technique(ABC):
     """A ReLU-reduction method.
 
@@ -133,6 +162,13 @@ class Technique(ABC):
 
         Further candidates (e.g. SNL snapshots at other budgets) are harvested by the search.
         """
+
+    def plan_phases(self, inputs: PlanInputs) -> list[PlannedPhase]:
+        """Training phases one trial of this technique runs (for ``pi_opt.plan``).
+
+        Default: one KD fine-tune of ``inputs.finetune.epochs`` epochs.
+        """
+        return [PlannedPhase("finetune", inputs.finetune.epochs)]
 
     def step_record(self, **extra: Any) -> dict[str, Any]:
         return {"technique": self.name, "params": self.config.model_dump(mode="json"), **extra}

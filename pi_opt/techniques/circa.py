@@ -38,7 +38,8 @@ from pi_opt.circa import exact_range
 from pi_opt.errors import BudgetError
 from pi_opt.sites import iter_sites
 from pi_opt.techniques.base import (
-    Candidate, Technique, TechniqueConfig, TechniqueContext, register_technique,
+    Candidate, PlanInputs, PlannedPhase, Technique, TechniqueConfig, TechniqueContext,
+    register_technique,
 )
 from pi_opt.techniques.criticality import ensure_materialized, train_kd_or_eval
 from pi_opt.training import evaluate, resolve_device
@@ -174,6 +175,16 @@ class Circa(Technique):
                                                    [0.0, 0.005, 0.01, 0.02]),
             "per_site": trial.suggest_categorical(f"{prefix}per_site", [False, True]),
         }
+
+    def plan_phases(self, inputs: PlanInputs) -> list[PlannedPhase]:
+        """The k sweep (``repeats`` validation passes per k, at most) and the optional
+        noise-aware fine-tune; the per-site refinement is not counted."""
+        cfg = self.config
+        out = [PlannedPhase("k-sweep", (len(cfg.k_choices) + 1) * cfg.repeats, kind="eval",
+                            kd=False, bound=True)]
+        if cfg.finetune_epochs:
+            out.append(PlannedPhase("finetune", cfg.finetune_epochs))
+        return out
 
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
         cfg = self.config

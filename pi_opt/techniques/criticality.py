@@ -48,7 +48,7 @@ from pi_opt.data import DataBundle
 from pi_opt.errors import ModelFormatError
 from pi_opt.sites import iter_sites, materialize_all, prepare_sites, stage_of
 from pi_opt.techniques._common import distill
-from pi_opt.techniques.base import Candidate, TechniqueContext
+from pi_opt.techniques.base import Candidate, PlannedPhase, TechniqueContext
 from pi_opt.training import TrainConfig, evaluate, resolve_device
 
 CriticalityInit = Literal["teacher", "scratch"]
@@ -263,6 +263,12 @@ def scores_from(
     stages = list(accuracy)
     order = sorted(stages, key=lambda s: (scores[s], stages.index(s)))
     return scores, order
+
+
+def criticality_phase(epochs: int, stages: int) -> PlannedPhase:
+    """The criticality profile's cost for ``pi_opt.plan``: ``stages + 1`` KD trainings of
+    ``epochs`` epochs, once per job (cached and shared by trials and techniques)."""
+    return PlannedPhase("criticality", (stages + 1) * epochs, shared=True)
 
 
 def stage_criticality(

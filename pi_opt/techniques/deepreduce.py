@@ -40,10 +40,12 @@ from pi_opt.models import MODELS
 from pi_opt.profile import profile_model
 from pi_opt.sites import iter_sites, materialize_all, prepare_sites, stage_of
 from pi_opt.techniques.base import (
-    Candidate, Technique, TechniqueConfig, TechniqueContext, register_technique,
+    Candidate, PlanInputs, PlannedPhase, Technique, TechniqueConfig, TechniqueContext,
+    register_technique,
 )
 from pi_opt.techniques.criticality import (
-    CriticalityInit, apply_keep, ensure_materialized, kinds_snapshot, stage_criticality,
+    CriticalityInit, apply_keep, criticality_phase, ensure_materialized, kinds_snapshot,
+    stage_criticality,
     stage_sites, thinned_sites, train_kd_or_eval,
 )
 
@@ -295,6 +297,15 @@ class DeepReDuce(Technique):
             "kd_temperature": trial.suggest_categorical(f"{prefix}kd_temperature",
                                                         [1.0, 2.0, 4.0]),
         }
+
+    def plan_phases(self, inputs: PlanInputs) -> list[PlannedPhase]:
+        """Criticality (cached per job) and one KD training; a candidate whose width or
+        resolution changed trains ``scratch_epoch_multiplier`` x longer (counted as a bound)."""
+        cfg = self.config
+        epochs = inputs.finetune.epochs if cfg.epochs is None else cfg.epochs
+        scratch = math.ceil(epochs * cfg.scratch_epoch_multiplier)
+        return [criticality_phase(cfg.criticality_epochs, inputs.stages),
+                PlannedPhase("train", max(epochs, scratch), bound=scratch > epochs)]
 
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
         cfg = self.config

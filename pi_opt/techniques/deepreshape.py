@@ -42,10 +42,12 @@ from pi_opt.profile import ModelProfile, profile_model
 from pi_opt.sites import iter_sites, site_dict
 from pi_opt.techniques._common import keep_top
 from pi_opt.techniques.base import (
-    Candidate, Technique, TechniqueConfig, TechniqueContext, register_technique,
+    Candidate, PlanInputs, PlannedPhase, Technique, TechniqueConfig, TechniqueContext,
+    register_technique,
 )
 from pi_opt.techniques.criticality import (
-    CriticalityInit, apply_keep, kinds_snapshot, stage_criticality, train_kd_or_eval,
+    CriticalityInit, apply_keep, criticality_phase, kinds_snapshot, stage_criticality,
+    train_kd_or_eval,
 )
 from pi_opt.techniques.deepreduce import (
     ThinMode, all_relu, build_prepared, choose_plan, enumerate_plans, thin_options,
@@ -247,6 +249,19 @@ class DeepReShape(Technique):
             "kd_temperature": trial.suggest_categorical(f"{prefix}kd_temperature",
                                                         [1.0, 2.0, 4.0]),
         }
+
+    def plan_phases(self, inputs: PlanInputs) -> list[PlannedPhase]:
+        """Criticality (cached per job), the HybReNet's from-scratch KD training (a wider
+        network than the base: its steps cost more than the base model's) and the
+        post-cull fine-tune."""
+        cfg = self.config
+        ft = inputs.finetune.epochs
+        train = (math.ceil(ft * cfg.scratch_epoch_multiplier) if cfg.train_epochs is None
+                 else cfg.train_epochs)
+        return [criticality_phase(cfg.criticality_epochs, inputs.stages),
+                PlannedPhase("hybrenet-train", train),
+                PlannedPhase("finetune", ft if cfg.finetune_epochs is None
+                             else cfg.finetune_epochs)]
 
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
         cfg = self.config

@@ -47,6 +47,8 @@ from pi_opt.techniques._masks import (
 )
 from pi_opt.techniques.base import (
     Candidate,
+    PlanInputs,
+    PlannedPhase,
     Technique,
     TechniqueConfig,
     TechniqueContext,
@@ -104,6 +106,14 @@ class SNL(Technique):
             "threshold": trial.suggest_float(f"{prefix}threshold", 1e-3, 5e-2, log=True),
             "granularity": trial.suggest_categorical(f"{prefix}granularity", ["pixel", "channel"]),
         }
+
+    def plan_phases(self, inputs: PlanInputs) -> list[PlannedPhase]:
+        """The descent (an upper bound: it stops once every budget is met) and one
+        fine-tune per budget the trial answers (its own plus harvested ones)."""
+        cfg = self.config
+        ft = inputs.finetune.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs
+        return [PlannedPhase("search", cfg.max_search_epochs, bound=True),
+                PlannedPhase("finetune", ft * max(1, inputs.budgets_per_trial))]
 
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
         cfg = self.config
