@@ -2,11 +2,11 @@
 
 ``JobLimits`` is the JSON-able subset of ``Settings`` sent to the helper process, where
 ``plan_and_check`` validates the spec, checks the cheap bounds (trials, epochs, time,
-input size) and only then plans the job with ``pi_opt.plan.plan_job`` on torch's
-``meta`` device (no weights are allocated, so a huge model cannot exhaust memory) to
-check parameters, MACs and activation memory at the training batch. Every refusal is a
-422 problem (code ``limit-exceeded``) whose ``errors`` name the spec field, the server
-limit (setting / ``PI_OPT_*`` variable) and its value.
+input size), counts the model's parameters on torch's meta device (no weights are
+allocated, so a huge model cannot exhaust memory) and only then plans the job with
+``pi_opt.plan.plan_job`` to check MACs and activation memory at the training batch.
+Every refusal is a 422 problem (code ``limit-exceeded``) whose ``errors`` name the spec
+field, the server limit (setting / ``PI_OPT_*`` variable) and its value.
 """
 
 from __future__ import annotations
@@ -101,11 +101,28 @@ def check_spec_bounds(config: SearchConfig, limits: JobLimits) -> None:
         errors.append(_over(("timeout_s",), config.timeout_s, "max_job_seconds",
                             limits.max_job_seconds, "timeout_s"))
     if config.model is not None:
-        elements = math.prod(config.model.input_shape)
-        if elements > limits.max_input_elements:
-            errors.append(_over(("model", "input_shape"), elements, "max_input_elements",
-                                limits.max_input_elements, "input elements (C x H x W)"))
+        errors += _input_errors(config.model.input_shape, ("model", "input_shape"), limits)
     _raise(errors)
+
+
+def _input_errors(shape: Any, loc: tuple[str, ...], limits: JobLimits) -> list[dict[str, Any]]:
+    elements = math.prod(int(d) for d in shape)
+    if elements > limits.max_input_elements:
+        return [_over(loc, elements, "max_input_elements", limits.max_input_elements,
+                      "input elements (C x H x W)")]
+    return []
+
+
+def check_input_size(shape: Any, loc: tuple[str, ...], limits: JobLimits) -> None:
+    """Input elements of a shape known otherwise (e.g. recorded with an upload)."""
+    _raise(_input_errors(shape, loc, limits))
+
+
+def check_params(params: int, limits: JobLimits) -> None:
+    """Parameter count, before anything is allocated."""
+    if params > limits.max_model_params:
+        _raise([_over(("model", "arch"), params, "max_model_params", limits.max_model_params,
+                      "model parameters")])
 
 
 def check_plan_bounds(plan: Any, limits: JobLimits) -> None:

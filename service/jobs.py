@@ -10,6 +10,7 @@ Status machine::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -159,14 +160,16 @@ def _idempotent_job(session: Session, settings: Settings, principal: Principal, 
 
 
 def plan_spec(db: Database, settings: Settings, helpers: Helpers, principal: Principal,
-              spec: dict[str, Any]) -> dict[str, Any]:
+              spec: dict[str, Any], *, require_plan: bool = True) -> dict[str, Any]:
     """Validate ``spec`` against the schema and the server limits and plan it (in a helper
-    process); returns ``{"title", "plan"}``. Raises 422 problems naming the field."""
+    process); returns ``{"title", "plan"}`` (see ``specs.plan_and_check``). Raises 422
+    problems naming the field."""
     check_nonfinite(spec)
     with db.read() as s:
         refs = upload_refs(s, settings, principal.id, referenced_uploads(spec))
     limits = JobLimits.from_settings(settings).model_dump()
-    return helpers.call(plan_and_check, spec, refs, limits, timeout=300)
+    return helpers.call(functools.partial(plan_and_check, require_plan=require_plan),
+                        spec, refs, limits, timeout=300)
 
 
 def create_job(db: Database, settings: Settings, executor: Executor, helpers: Helpers,
@@ -183,7 +186,7 @@ def create_job(db: Database, settings: Settings, executor: Executor, helpers: He
             return job, True
     with db.read() as s:
         check_job_quota(s, settings, principal.id)
-    title = plan_spec(db, settings, helpers, principal, body.spec)["title"]
+    title = plan_spec(db, settings, helpers, principal, body.spec, require_plan=False)["title"]
     job = Job(id=new_id("job"), principal_id=principal.id, status="queued",
               executor=settings.executor, title=title[:200], spec=body.spec,
               attempt=1, max_attempts=settings.max_attempts, progress={}, event_seq=0)

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     max_trials: int = Field(200, ge=1)                 # spec.n_trials (and its default)
     max_epochs: int = Field(200, ge=0)                 # baseline / finetune epochs, each
     max_job_seconds: float = Field(24 * 3600, gt=0)    # wall clock per job; also spec.timeout_s
-    max_model_params: int = Field(100_000_000, ge=1)
+    max_model_params: int = Field(60_000_000, ge=1)
     max_model_macs: int = Field(50_000_000_000, ge=1)  # per sample
     max_activation_bytes: int = Field(16 << 30, ge=1)  # activations at the training batch
     max_input_elements: int = Field(3 * 512 * 512, ge=1)   # C x H x W of input_shape

@@ -291,8 +291,7 @@ def inspect_dataset(raw: Path, folder: Path, max_extract: int) -> tuple[str, str
                 raise DatasetError(f"npz needs x_train and y_train arrays (found {keys})")
             target = folder / NPZ_FILE
             raw.rename(target)
-            _load_fully("npz", target)
-            return "npz", f"{rel_base}/{NPZ_FILE}", {"arrays": keys}
+            return "npz", f"{rel_base}/{NPZ_FILE}", {"arrays": keys, **_load_fully("npz", target)}
     elif not tarfile.is_tarfile(raw):
         raise ProblemError(415, "unsupported-format", "data sets are accepted as .npz, "
                            "CIFAR python-batch .tar.gz or ImageFolder .zip/.tar.gz",
@@ -317,17 +316,20 @@ def inspect_dataset(raw: Path, folder: Path, max_extract: int) -> tuple[str, str
                 root = entries[0]
                 continue
             raise
+    meta: dict[str, Any] = {}
     if fmt in ("cifar10", "cifar100"):
-        _load_fully(fmt, root)          # restricted unpickler: forbidden globals refused now
-    return fmt, root.relative_to(folder.parent).as_posix(), {}
+        meta = _load_fully(fmt, root)   # restricted unpickler: forbidden globals refused now
+    return fmt, root.relative_to(folder.parent).as_posix(), meta
 
 
-def _load_fully(kind: str, path: Path) -> None:
+def _load_fully(kind: str, path: Path) -> dict[str, Any]:
     """Read the data set the way the job will (npz: ``allow_pickle=False``; CIFAR: the
-    restricted unpickler), so unsafe or broken content is refused at upload time."""
+    restricted unpickler), so unsafe or broken content is refused at upload time; returns
+    its ``input_shape`` and ``num_classes``."""
     from pi_opt.data import DatasetSpec, load_dataset
 
-    load_dataset(DatasetSpec(kind=kind, path=str(path)))  # type: ignore[arg-type]
+    bundle = load_dataset(DatasetSpec(kind=kind, path=str(path)))  # type: ignore[arg-type]
+    return {"input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes}
 
 
 # --------------------------------------------------------------------------- model spec

@@ -61,7 +61,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     _, key_b = create_api_key(db, "bob")
     db.dispose()
     server = Server(["--no-worker"], log=tmp / "server.log",
-                    env=service_env(data_dir, PI_OPT_MAX_UPLOAD_BYTES=str(MAX_UPLOAD)))
+                    env=service_env(data_dir, PI_OPT_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+                                    PI_OPT_QUOTA_ACTIVE_JOBS="1000"))
     try:
         server.wait_healthy()
         yield {"a": Api(server, key_a, data_dir), "b": Api(server, key_b, data_dir),
