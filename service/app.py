@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         executor = make_executor(settings, db)
         demos = DemoRunner(settings, db)
         demos.recover()
-        helpers = Helpers()
+        helpers = Helpers(settings.helper_processes)
         app.state.db, app.state.executor, app.state.demos = db, executor, demos
         app.state.helpers = helpers
         helpers.warm_up()

@@ -144,6 +144,8 @@ def _measure(config: Any) -> Any:
 def child_main(payload: dict[str, Any], conn: Connection, stop: Event) -> None:
     """Process target. Never raises: every outcome is a ``result`` message."""
     die_with_parent(payload.get("parent_pid"))
+    if payload.get("nice"):
+        os.nice(int(payload["nice"]))   # training yields the CPU to the API and the helpers
     channel = _Channel(conn)
     workdir = Path(payload["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from pi_opt.errors import PiOptError
 
@@ -117,14 +118,16 @@ def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = N
                         media_type=MEDIA_TYPE)
 
 
-def allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """Every method some route accepts for ``path`` (the 405 ``Allow`` header)."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(path):
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+def allowed_methods(app: FastAPI, scope: Any) -> list[str]:
+    """Every method some route accepts for the request's path (the 405 ``Allow`` header)."""
+    allowed = set()
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            allowed.add(method)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return sorted(allowed)
 
 
 def install(app: FastAPI) -> None:
@@ -146,7 +149,7 @@ def install(app: FastAPI) -> None:
         err = ProblemError(exc.status_code, code, detail)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
         return problem_response(err.to_problem(request.url.path), headers)
 
     @app.exception_handler(RequestValidationError)

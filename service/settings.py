@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     quota_artifact_bytes: int = Field(8 << 30, ge=1)   # job directories
     max_extract_ratio: float = Field(50.0, ge=1)       # extracted bytes / archive bytes
     max_recoveries: int = Field(10, ge=1)              # server crashes survived by one job
+    runner_nice: int = Field(10, ge=0, le=19)          # job runners yield the CPU to the API
+    helper_processes: int = Field(2, ge=1)             # spec / data-set validation pool
     log_level: str = "info"
 
     @model_validator(mode="after")

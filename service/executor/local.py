@@ -40,6 +40,7 @@ def runner_payload(settings: Settings, job: Job, *, mode: str, worker: str,
             "storage": storage, "database_url": settings.url,
             "uploads_dir": str(settings.uploads_dir), "worker": worker,
             "log_level": settings.log_level, "parent_pid": os.getpid(),
+            "nice": settings.runner_nice,
             "deadline": job_deadline(settings, job)}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter
@@ -17,6 +18,7 @@ from service.schemas import Health
 router = APIRouter(prefix="/v1", tags=["health"])
 
 
+@functools.cache
 def _version() -> str:
     try:
         return version("pi-opt")
