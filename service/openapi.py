@@ -26,6 +26,7 @@ _PROBLEM = {MEDIA_TYPE: {"schema": {"$ref": REF.format(name="Problem")}}}
 _COMMON = {"500": "Internal error (logged; no details)"}
 _AUTH = {"401": "Missing, invalid, revoked or expired API key"}
 _PARAMS = {"422": "Request validation failed (`errors` lists each field)"}
+_BODY = {"400": "Malformed request body (not parsable)"}
 
 
 def job_spec_schema() -> dict[str, Any]:
@@ -73,6 +74,11 @@ def _document_errors(op: dict[str, Any]) -> None:
         extra.update(_AUTH)
     if op.get("parameters") or op.get("requestBody"):
         extra.update(_PARAMS)
+    if op.get("requestBody"):
+        extra.update(_BODY)
+    if op.get("security"):       # route-level extras may repeat the scheme: keep each once
+        op["security"] = [dict(s) for s in dict.fromkeys(
+            tuple(sorted((k, tuple(v)) for k, v in req.items())) for req in op["security"])]
     for code, description in extra.items():
         responses.setdefault(code, {"description": description})
     for code, resp in responses.items():

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from conftest import REPO, Server, service_env
 from test_service_api import _npz, _targz, assert_problem, tiny_spec
+from test_service_jobs import make_key
 
 LIMITS = {"PI_OPT_MAX_TRIALS": "50", "PI_OPT_MAX_EPOCHS": "20", "PI_OPT_MAX_JOB_SECONDS": "3600",
           "PI_OPT_MAX_MODEL_PARAMS": "1000000", "PI_OPT_MAX_MODEL_MACS": "100000",
@@ -33,22 +34,11 @@ LIMITS = {"PI_OPT_MAX_TRIALS": "50", "PI_OPT_MAX_EPOCHS": "20", "PI_OPT_MAX_JOB_
           "PI_OPT_QUOTA_ARTIFACT_BYTES": "1000000"}
 
 
-def _key(data_dir: Path, name: str) -> str:
-    from service.app import prepare_database
-    from service.auth import create_api_key
-    from service.settings import Settings
-
-    db = prepare_database(Settings(data_dir=data_dir))
-    _, key = create_api_key(db, name)
-    db.dispose()
-    return key
-
-
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("limits")
     data_dir = tmp / "data"
-    keys = {name: _key(data_dir, name) for name in ("a", "quota", "burst")}
+    keys = {name: make_key(data_dir, name) for name in ("a", "quota", "burst")}
     server = Server(["--no-worker"], log=tmp / "server.log",
                     env=service_env(data_dir, **LIMITS))
     try:

@@ -26,7 +26,8 @@ def _version() -> str:
         return "0+unknown"
 
 
-@router.get("/health", responses={503: PROBLEM}, response_model_exclude_none=True)
+@router.get("/health", responses={503: PROBLEM}, response_model_exclude_none=True,
+            openapi_extra={"security": [{}, {"HTTPBearer": []}]})   # the key is optional
 def health(db: DbDep, settings: SettingsDep, credentials: BearerDep) -> Health:
     """Liveness (no key needed). With a valid API key also the version, executor and
     database kind; without one nothing about the deployment is revealed."""
