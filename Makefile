@@ -24,7 +24,7 @@ demo: install
 
 # The same search without the service (CLI, progress bar).
 optimize: install
-	$(PY) -m pi_opt.cli optimize --config configs/digits_quick.yaml --workdir runs/digits_quick
+	$(PY) -m pi_opt_cli optimize --config configs/digits_quick.yaml --workdir runs/digits_quick
 
 # README command 2.
 test: install

@@ -37,14 +37,14 @@ def circa_samples(path: Path, max_n: int) -> list[CostSample]:
     for r in json.loads(path.read_text())["runs"]:
         if r["n"] > max_n:
             continue
-        n, secs, sent = r["n"], r["seconds"], r["crypten_bytes"] / 2
+        n, secs, sent = r["n"], r["seconds"], r["crypten_bytes"] / 2  # measured = counted
         if r["method"] == "crypten_relu":
             c = {"relus": float(n)}
         elif r["method"] == "square":
             c = {"poly_mults": float(n)}
         else:
             c = {"circa": {int(r["l"]): float(n)}}
-        out.append(CostSample(**c, rounds=float(r["rounds"]), seconds=secs, bytes=sent))
+        out.append(CostSample(**c, rounds=float(r["rounds"]), bytes=sent, seconds=secs))
     return out
 
 
@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             model = make_variant(spec, run["variant"], fr)
             counts = plan_counts(lower(model, spec.input_shape), batch_size=batch)
             m = rep.measurement
-            whole = CostSample(**counts.model_dump(), seconds=m.latency_s,
-                               bytes=float(m.bytes_per_party))
+            whole = CostSample(**counts.model_dump(), seconds=m.latency_s)
             if run["variant"] != "holdout":
                 train += samples_from_ops(rep.ops) + [whole]
             checks.append((Path(path).name, run["variant"], batch, model, spec, counts, m))
@@ -80,32 +79,30 @@ def main(argv: list[str] | None = None) -> int:
         "backend": "crypten-0.4.1", "provider": "TFP", "weights": "private",
         "threads_per_party": 1, "network": "loopback", "units": "seconds / bytes sent per party",
         "sources": [*args.scaling, args.circa], "machine": machine(),
-        "note": "maxpool comparisons are costed as exact ReLUs; Circa keyed by l (bits kept)",
+        "note": "time only: rounds and bytes are counted from the protocol "
+                "(pi_opt.costmodel); Circa keyed by l (bits kept)",
     })
     lm.save(args.out)
     if args.package_copy:
         lm.save(args.package_copy)
-    print("| coefficient | seconds | bytes sent/party |\n|---|---|---|")
-    print(f"| per exact ReLU | {lm.per_relu_s:.3e} | {lm.per_relu_bytes:.1f} |")
+    print("| coefficient | seconds |\n|---|---|")
+    print(f"| per exact ReLU / max-pool comparison | {lm.per_relu_s:.3e} |")
     for l in sorted(lm.per_circa_s):
-        print(f"| per Circa ReLU, l={l} | {lm.per_circa_s[l]:.3e} | "
-              f"{lm.per_circa_bytes.get(l, 0.0):.1f} |")
-    print(f"| per square (poly) | {lm.per_mult_s:.3e} | {lm.per_mult_bytes:.1f} |")
-    print(f"| per MAC | {lm.per_mac_s:.3e} | {lm.per_mac_bytes:.3f} |")
-    print(f"| per round | {lm.per_round_s:.3e} | - |")
-    print(f"| per inference | {lm.per_inference_s:.3e} | {lm.per_inference_bytes:.0f} |")
+        print(f"| per Circa ReLU, l={l} | {lm.per_circa_s[l]:.3e} |")
+    print(f"| per square (poly) | {lm.per_mult_s:.3e} |")
+    print(f"| per MAC | {lm.per_mac_s:.3e} |")
+    print(f"| per byte sent | {lm.per_byte_s:.3e} |")
+    print(f"| per round | {lm.per_round_s:.3e} |")
+    print(f"| per inference | {lm.per_inference_s:.3e} |")
     print("\n| results | variant | batch | measured s | predicted (plan) s | "
-          "predicted (profile) s | error | measured MB | predicted MB |")
+          "predicted (profile) s | error | measured / counted rounds | measured / counted MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, variant, batch, model, spec, counts, m in checks:
         pred = lm.predict_counts(counts)
-        linear = sum(1 for op in lower(model, spec.input_shape).ops
-                     if op.kind in ("conv", "linear", "affine"))
-        prof = lm.predict(profile_model(model, spec.input_shape), batch_size=batch,
-                          linear_layers=linear)
+        prof = lm.predict(profile_model(model, spec.input_shape), batch_size=batch)
         print(f"| {name} | {variant} | {batch} | {m.latency_s:.3f} | {pred:.3f} | {prof:.3f} | "
-              f"{100 * (pred - m.latency_s) / m.latency_s:+.0f}% | "
-              f"{m.bytes_per_party / 1e6:.2f} | {lm.predict_bytes_counts(counts) / 1e6:.2f} |")
+              f"{100 * (pred - m.latency_s) / m.latency_s:+.0f}% | {m.rounds} / "
+              f"{counts.rounds:.0f} | {m.bytes_per_party / 1e6:.3f} / {counts.bytes / 1e6:.3f} |")
     print(f"wrote {args.out}" + (f" and {args.package_copy}" if args.package_copy else ""))
     return 0
 

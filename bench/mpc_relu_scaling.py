@@ -95,14 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--provider", default="TFP")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--out", default="bench/results/mpc_relu_scaling.json")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--circa", type=float, nargs="*", default=(),
+                    help="extra variants: this fraction of every site as Circa, rest identity")
+    ap.add_argument("--poly", type=float, nargs="*", default=(),
+                    help="extra variants: this fraction of every site as x^2 poly, rest identity")
+    ap.add_argument("--no-mixed", action="store_true",
+                    help="skip the holdout and last_stage_only variants")
     args = ap.parse_args(argv)
     spec = ModelSpec(arch=ArchSpec(name=args.arch, kwargs={"width_mult": args.width_mult}),
                      input_shape=tuple(args.input), num_classes=10)
     variants = {f"keep{f:g}": {Kind.RELU: f} for f in args.fractions}
-    variants["holdout"] = {Kind.RELU: 0.2, Kind.CIRCA: 0.2, Kind.POLY: 0.1}
-    variants["last_stage_only"] = {}  # all ReLUs of the last stage, identity elsewhere
+    variants.update({f"circa{f:g}": {Kind.CIRCA: f} for f in args.circa})
+    variants.update({f"poly{f:g}": {Kind.POLY: f} for f in args.poly})
+    if not args.no_mixed:
+        variants["holdout"] = {Kind.RELU: 0.2, Kind.CIRCA: 0.2, Kind.POLY: 0.1}
+        variants["last_stage_only"] = {}  # all ReLUs of the last stage, identity elsewhere
     cfg = MpcConfig(provider=args.provider, repeats=args.repeats, warmup=1, timeout_s=3000,
-                    batch_size=args.batch_size)
+                    batch_size=args.batch_size, device=args.device)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         dirs = []

@@ -1,10 +1,10 @@
-"""``python -m mpc measure|demo ...``."""
+"""``python -m mpc measure|demo ...`` is ``pi-opt mpc measure|demo ...``."""
 
 from __future__ import annotations
 
 import sys
 
-from mpc.cli import main
+from pi_opt_cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["mpc", *sys.argv[1:]]))

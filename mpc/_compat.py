@@ -11,6 +11,9 @@ Only what this package needs (no ONNX: models are lowered with torch.fx):
 * ``torch.load`` defaults to ``weights_only=True`` since torch 2.6; we never call
   ``crypten.load`` (weights come from safetensors), so nothing is patched there.
 
+The communicator patches (batched openings, shared rounds, link emulation) live in
+:mod:`mpc.exchange`.
+
 Import crypten only through :func:`import_crypten`, and only inside party processes.
 """
 
@@ -71,34 +74,3 @@ def decode(revealed: Tensor, precision_bits: int = 16) -> Tensor:
     if revealed.dtype != torch.int64:
         raise TypeError(f"decode expects int64, got {revealed.dtype}")
     return revealed.to(torch.float64) / float(2**precision_bits)
-
-
-def install_batched_all_reduce() -> None:
-    """Send CrypTen's batched ``all_reduce`` (e.g. both openings of a Beaver product)
-    as one flat gloo message instead of one message per tensor.
-
-    Same values, same CrypTen round/byte counts, about half the gloo calls per round.
-    Applies to plain (CPU or CUDA) tensors; CrypTen's ``CUDALongTensor`` lists keep
-    the original path. Call inside a party process after importing crypten.
-    """
-    import torch.distributed as dist
-    from crypten.communicator.communicator import _logging
-    from crypten.communicator.distributed_communicator import DistributedCommunicator
-
-    if getattr(DistributedCommunicator, "_pi_opt_batched", False):
-        return
-    original = DistributedCommunicator.all_reduce.__wrapped__  # type: ignore[attr-defined]
-
-    def all_reduce(self, input, op=dist.ReduceOp.SUM, batched=False):  # noqa: A002
-        if not batched or not all(torch.is_tensor(t) for t in input) or len(input) < 2:
-            return original(self, input, op=op, batched=batched)
-        flat = torch.cat([t.reshape(-1) for t in input])
-        dist.all_reduce(flat, op=op, group=self.main_group)
-        out, start = [], 0
-        for t in input:
-            out.append(flat[start:start + t.numel()].view(t.shape))
-            start += t.numel()
-        return out
-
-    DistributedCommunicator.all_reduce = _logging(all_reduce)
-    DistributedCommunicator._pi_opt_batched = True

@@ -1,29 +1,41 @@
-"""Command line: ``mpc measure`` and ``mpc demo`` (``python -m mpc ...`` or ``pi-opt mpc ...``).
+"""Command line: ``pi-opt mpc measure`` and ``pi-opt mpc demo`` (also ``python -m mpc ...``).
 
-:func:`register` adds an ``mpc`` command with both subcommands to an existing
-argparse ``subparsers``; :func:`main` is the stand-alone entry point. Output is
-JSON on stdout; errors are one line on stderr with exit code 2.
+:func:`add_commands` adds the ``mpc`` command with both subcommands to the ``pi-opt``
+parser (composed in :mod:`pi_opt_cli`). Output is JSON on stdout; errors are one line
+on stderr with exit code 2 (``pi_opt.cli.run``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mpc.config import MpcConfig
-from pi_opt.errors import PiOptError
+from pydantic import ValidationError
+
+from mpc.config import NETWORK_PRESETS, MpcConfig
+from pi_opt.errors import ConfigError, PiOptError
+from pi_opt.network import resolve_network
 
 
 def _config(args: argparse.Namespace) -> MpcConfig:
-    return MpcConfig(
-        provider=args.provider, device=args.device, weights=args.weights,
-        repeats=getattr(args, "repeats", 1), warmup=args.warmup, network=args.network,
-        timeout_s=args.timeout, batch_size=getattr(args, "batch_size", 1), threads=args.threads,
-    )
+    network: Any = args.network
+    if network is not None and network.lower() not in NETWORK_PRESETS:
+        try:  # "RTT_MS,BANDWIDTH_MBPS"
+            rtt, bw = (float(v) for v in network.split(","))
+        except ValueError:
+            raise ConfigError(f"--network {network!r}: use one of {sorted(NETWORK_PRESETS)} "
+                              "or RTT_MS,BANDWIDTH_MBPS (e.g. 20,200)") from None
+        network = resolve_network({"rtt_ms": rtt, "bandwidth_mbps": bw})
+    try:
+        return MpcConfig(
+            provider=args.provider, device=args.device, weights=args.weights,
+            repeats=getattr(args, "repeats", 1), warmup=args.warmup, network=network,
+            emulate_network=args.emulate, timeout_s=args.timeout,
+            batch_size=getattr(args, "batch_size", 1), threads=args.threads)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid mpc options: {exc.errors()[0]['msg']}") from None
 
 
 def _dataset(args: argparse.Namespace) -> Any:
@@ -74,13 +86,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact_dir", help="pi_opt artifact directory (model.json + weights)")
-    p.add_argument("--provider", choices=["TFP", "TTP"], default="TFP")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--provider", choices=["TFP", "TTP"], default="TFP",
+                   help="Beaver-triple source: TFP (trusted first party) or TTP (dealer process)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="device of both parties")
     p.add_argument("--weights", choices=["private", "public"], default="private",
                    help="private: server encrypts weights (2PC); public: plaintext weights")
-    p.add_argument("--network", choices=["lan", "wan"], default=None,
-                   help="also estimate latency on this emulated link")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--network", default=None, metavar="PROFILE",
+                   help="link for the latency estimate: loopback, lan, wan or "
+                        "RTT_MS,BANDWIDTH_MBPS")
+    p.add_argument("--emulate", action="store_true",
+                   help="emulate --network between the parties (delay + pacing of every "
+                        "message) so the measured latency includes it")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
     p.add_argument("--threads", type=int, default=1, help="torch threads per party")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
     p.add_argument("--dataset", default=None,
@@ -89,14 +107,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="OUT", help="also write the JSON here")
 
 
-def add_commands(subparsers: Any) -> None:
+def _add_subcommands(subparsers: Any) -> None:
     """Add ``measure`` and ``demo`` to ``subparsers``."""
     m = subparsers.add_parser("measure", help="encrypted latency/bytes/agreement of a model")
     _common(m)
     m.add_argument("--samples", type=int, default=16,
                    help="inputs for the plaintext-agreement check (N(0,1) unless --dataset)")
-    m.add_argument("--repeats", type=int, default=3)
-    m.add_argument("--batch-size", type=int, default=1)
+    m.add_argument("--repeats", type=int, default=3,
+                   help="timed encrypted runs (the report shows their min-max spread)")
+    m.add_argument("--batch-size", type=int, default=1, help="inputs per encrypted run")
     m.add_argument("--ops", action="store_true", help="include the per-op breakdown")
     m.set_defaults(func=cmd_measure)
     d = subparsers.add_parser("demo", help="encrypted inference of one test image")
@@ -105,25 +124,13 @@ def add_commands(subparsers: Any) -> None:
     d.set_defaults(func=cmd_demo)
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``mpc {measure,demo}`` to a parent CLI's ``subparsers``."""
-    p = subparsers.add_parser("mpc", help="2-party encrypted inference with CrypTen")
-    add_commands(p.add_subparsers(dest="mpc_command", required=True))
+def add_commands(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``mpc {measure,demo}`` to the ``pi-opt`` parser's ``subparsers``."""
+    p = subparsers.add_parser("mpc", help="2-party encrypted inference with CrypTen",
+                              description="Measure or demonstrate encrypted inference of a "
+                              "pi_opt artifact under CrypTen 2PC (two local party processes).")
+    _add_subcommands(p.add_subparsers(dest="mpc_command", required=True, metavar="COMMAND"))
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpc", description=__doc__.splitlines()[0])
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["mpc"]:  # forwarded as ``pi-opt mpc ...``
-        argv = argv[1:]
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except PiOptError as exc:
-        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
-        return 2
-
-
-__all__ = ["add_commands", "main", "register"]
+__all__ = ["add_commands"]

@@ -1,37 +1,20 @@
-"""Configuration of encrypted runs: :class:`MpcConfig` and :class:`NetworkConfig`."""
+"""Configuration of encrypted runs: :class:`MpcConfig` (links: :mod:`pi_opt.network`)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pi_opt.errors import ConfigError
+from pi_opt.network import PROFILES, NetworkProfile, resolve_network
 
 
-class NetworkConfig(BaseModel):
-    """An emulated link between the two parties.
+#: A link between the parties (:class:`pi_opt.network.NetworkProfile`).
+NetworkConfig = NetworkProfile
 
-    ``rtt_ms``: round-trip time in milliseconds; ``bandwidth_mbps``: per-direction
-    bandwidth in megabits per second (full duplex).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    rtt_ms: float = Field(ge=0.0)
-    bandwidth_mbps: float = Field(gt=0.0)
-
-    def estimate(self, *, seconds: float, rounds: int, bytes_per_party: int) -> float:
-        """``T = seconds + rounds * RTT + bytes_per_party / bandwidth`` in seconds.
-
-        ``seconds`` is the loopback-measured time (local compute + loopback transfer),
-        ``bytes_per_party`` what one party sends (both send concurrently).
-        """
-        return (seconds + rounds * self.rtt_ms * 1e-3
-                + bytes_per_party * 8.0 / (self.bandwidth_mbps * 1e6))
-
-
-NETWORK_PRESETS: dict[str, NetworkConfig] = {
-    "lan": NetworkConfig(rtt_ms=0.5, bandwidth_mbps=1000.0),
-    "wan": NetworkConfig(rtt_ms=50.0, bandwidth_mbps=100.0),
-}
+#: ``loopback``, ``lan``, ``wan`` (:data:`pi_opt.network.PROFILES`).
+NETWORK_PRESETS: dict[str, NetworkProfile] = PROFILES
 
 
 class MpcConfig(BaseModel):
@@ -47,7 +30,12 @@ class MpcConfig(BaseModel):
     * ``device``: ``cuda`` runs the shares on the GPU (gloo, host-staged); falls back
       to ``cpu`` when CUDA is unavailable (the measurement reports what ran).
     * ``repeats`` timed inferences after ``warmup`` untimed ones; the median is reported.
-    * ``network``: ``"lan"``/``"wan"`` preset or explicit link for the latency estimate.
+    * ``network``: ``"loopback"``/``"lan"``/``"wan"`` or ``{rtt_ms, bandwidth_mbps}``
+      (:mod:`pi_opt.network`): the link of the latency estimate, and the link emulated
+      with ``emulate_network``.
+    * ``emulate_network``: both parties' communicator delays every message by the
+      link's RTT and paces it at its bandwidth (:mod:`mpc.exchange`), so the measured
+      latency includes the network; needs a ``network`` other than loopback.
     * ``timeout_s``: wall-clock limit for the whole multi-process run.
     * ``batch_size``: images per timed encrypted inference.
     * ``threads``: torch intra-op threads per party process.
@@ -59,19 +47,54 @@ class MpcConfig(BaseModel):
     weights: Literal["private", "public"] = "private"
     repeats: int = Field(3, ge=1, le=1000)
     warmup: int = Field(1, ge=0, le=100)
-    network: NetworkConfig | None = None
+    network: NetworkProfile | None = None
+    emulate_network: bool = False
     timeout_s: float = Field(600.0, gt=0.0)
     batch_size: int = Field(1, ge=1, le=4096)
     threads: int = Field(1, ge=1, le=256)
 
     @field_validator("network", mode="before")
     @classmethod
-    def _preset(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                return NETWORK_PRESETS[v.lower()]
-            except KeyError:
-                raise ValueError(
-                    f"unknown network preset {v!r}; use one of {sorted(NETWORK_PRESETS)} "
-                    "or {'rtt_ms': ..., 'bandwidth_mbps': ...}") from None
-        return v
+    def _profile(cls, v: Any) -> Any:
+        if v is None or isinstance(v, NetworkProfile):
+            return v
+        try:
+            return resolve_network(v)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+
+    @model_validator(mode="after")
+    def _emulated(self) -> MpcConfig:
+        if self.emulate_network and (self.network is None or self.network.is_loopback):
+            raise ValueError("emulate_network needs a network profile other than loopback "
+                             "(e.g. network: wan)")
+        return self
+
+    @property
+    def link(self) -> tuple[float, float | None] | None:
+        """``(rtt_ms, bandwidth_mbps)`` to emulate, or None."""
+        if not self.emulate_network or self.network is None:
+            return None
+        return self.network.rtt_ms, self.network.bandwidth_mbps
+
+
+def link_estimates(config: MpcConfig, *, latency_s: float, rounds: int, bytes_sent: float
+                   ) -> dict[str, float]:
+    """Latency of a measured inference on loopback, LAN, WAN and the configured link.
+
+    ``latency_s`` is what was measured: on loopback, or on the emulated link when
+    ``config.emulate_network`` (then the link's share, ``rounds * RTT + bytes /
+    bandwidth``, is taken out first). Keys: ``loopback``, ``lan``, ``wan``, ``configured``
+    (the configured link; absent without one).
+    """
+    loopback = latency_s
+    if config.emulate_network and config.network is not None:
+        loopback = max(0.0, latency_s - config.network.network_s(rounds=rounds,
+                                                                  bytes_sent=bytes_sent))
+    out = {name: PROFILES[name].seconds(loopback_s=loopback, rounds=rounds,
+                                        bytes_sent=bytes_sent)
+           for name in ("loopback", "lan", "wan")}
+    if config.network is not None:
+        out["configured"] = (latency_s if config.emulate_network else config.network.seconds(
+            loopback_s=loopback, rounds=rounds, bytes_sent=bytes_sent))
+    return out

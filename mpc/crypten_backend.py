@@ -27,121 +27,19 @@ from __future__ import annotations
 
 import pickle
 import statistics
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from mpc._compat import crypten_version, decode
-from mpc.config import NETWORK_PRESETS, MpcConfig
-from mpc.errors import MpcUnavailable
-from mpc.launcher import CLIENT, run_parties
-from mpc.lowering import Plan, execute, lower
+from mpc.config import MpcConfig, link_estimates
+from mpc.launcher import run_parties
+from mpc.lowering import Plan, lower
+from mpc.party import Job, ModelJob, backend_name, party_main, resolve_device
 from mpc.results import DemoResult, MpcReport, OpRecord
 from pi_opt.artifacts import Artifact, load_artifact
 from pi_opt.report.schema import MpcMeasurement
-
-#: Agreement inputs are run through the encrypted model in chunks of this many samples.
-AGREEMENT_CHUNK = 64
-
-
-@dataclass
-class _ModelJob:
-    """One model for one party. ``inputs``/``timed`` exist on the client only."""
-
-    plan_bytes: bytes           # pickled Plan, produced by our own parent process
-    n_inputs: int               # number of agreement inputs (public)
-    inputs: Tensor | None       # [N, *input_shape] agreement inputs (client)
-    timed: Tensor | None        # [batch, *input_shape] timed input (client)
-
-
-@dataclass
-class _Job:
-    models: list[_ModelJob]
-    weights: str
-    device: str
-    repeats: int
-    warmup: int
-    batch_size: int
-
-
-def _infer(plan: Plan, ops: Any, x: Tensor | None, batch: int, rank: int,
-           device: torch.device, hook: Any = None) -> Tensor | None:
-    """One encrypted inference; returns exact float64 logits on the client, None on the server."""
-    import crypten
-
-    data = x if rank == CLIENT and x is not None else torch.zeros(batch, *plan.input_shape)
-    enc = crypten.cryptensor(data.to(device), src=CLIENT)
-    out = execute(plan, enc, ops, hook=hook)
-    revealed = out.reveal(dst=CLIENT)
-    if rank != CLIENT:
-        return None
-    raw = revealed if torch.is_tensor(revealed) else revealed.tensor()
-    return decode(raw.cpu())
-
-
-def _party(rank: int, job: _Job) -> list[dict[str, Any]]:
-    """Party body: for each model, encrypt weights, check agreement, time repeats."""
-    import crypten
-    import crypten.communicator as comm
-
-    from mpc.encrypted import EncryptedOps, OpMeter
-
-    device = torch.device(job.device if job.device == "cpu" else "cuda:0")
-    c = comm.get()
-    results = []
-    with crypten.no_grad():
-        for mj in job.models:
-            plan: Plan = pickle.loads(mj.plan_bytes)  # bytes from our own parent process
-            ops = EncryptedOps(plan, weights=job.weights, device=device)  # type: ignore[arg-type]
-            ops.prepare()
-            logits: list[Tensor] = []
-            n = mj.n_inputs
-            for start in range(0, n, AGREEMENT_CHUNK):
-                size = min(AGREEMENT_CHUNK, n - start)
-                chunk = mj.inputs[start:start + size] if mj.inputs is not None else None
-                y = _infer(plan, ops, chunk, size, rank, device)
-                if y is not None:
-                    logits.append(y)
-            meter = OpMeter()
-            lat: list[float] = []
-            rounds: list[int] = []
-            nbytes: list[int] = []
-            timed_logits = None
-            for r in range(job.warmup + job.repeats):
-                c.barrier()
-                c.reset_communication_stats()
-                meter.recording = r >= job.warmup
-                t0 = time.perf_counter()
-                timed_logits = _infer(plan, ops, mj.timed, job.batch_size, rank, device, meter)
-                dt = time.perf_counter() - t0
-                st = c.get_communication_stats()
-                if r >= job.warmup:
-                    lat.append(dt)
-                    rounds.append(int(st["rounds"]))
-                    nbytes.append(int(st["bytes"]))
-            results.append({
-                "latencies": lat, "rounds": rounds, "crypten_bytes": nbytes,
-                "ops": {i: (s.seconds, s.rounds, s.crypten_bytes) for i, s in meter.stats.items()},
-                "logits": torch.cat(logits) if logits else None,
-                "timed_logits": timed_logits,
-            })
-    return results
-
-
-def _resolve_device(requested: str) -> str:
-    return "cuda" if requested == "cuda" and torch.cuda.is_available() else "cpu"
-
-
-def backend_name() -> str:
-    v = crypten_version()
-    if v is None:
-        raise MpcUnavailable("crypten is not installed (pip install 'pi-opt[mpc]')")
-    return f"crypten-{v}"
-
 
 def _inputs(samples: int | Tensor, shape: tuple[int, ...], seed: int = 0) -> Tensor:
     if isinstance(samples, Tensor):
@@ -194,6 +92,14 @@ def _category_sums(stats: dict[int, tuple[list[float], list[int], list[int]]], p
     return secs, int(statistics.median(nb))
 
 
+def _link_dict(cfg: MpcConfig) -> dict[str, float] | None:
+    net = cfg.network
+    if net is None or net.is_loopback:
+        return None
+    return {"rtt_ms": net.rtt_ms, **({"bandwidth_mbps": net.bandwidth_mbps}
+                                     if net.bandwidth_mbps is not None else {})}
+
+
 class CryptenBackend:
     """:class:`mpc.backend.Backend` on CrypTen (2 parties, gloo over loopback)."""
 
@@ -221,7 +127,7 @@ class CryptenBackend:
         """Measure already loaded artifacts (``(label, artifact)`` pairs)."""
         cfg = config or MpcConfig()
         backend = backend_name()
-        device = _resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
         client_jobs, server_jobs, refs, plans = [], [], [], []
         for _, art in models:
             shape = tuple(art.manifest.spec.input_shape)
@@ -230,15 +136,15 @@ class CryptenBackend:
             with torch.no_grad():
                 refs.append(art.model(x).double() if x.shape[0] else None)
             public = plan.public_view() if cfg.weights == "private" else plan
-            client_jobs.append(_ModelJob(pickle.dumps(public), int(x.shape[0]), x,
+            client_jobs.append(ModelJob(pickle.dumps(public), int(x.shape[0]), x,
                                          _timed_input(x, cfg.batch_size, shape)))
-            server_jobs.append(_ModelJob(pickle.dumps(plan), int(x.shape[0]), None, None))
+            server_jobs.append(ModelJob(pickle.dumps(plan), int(x.shape[0]), None, None))
             plans.append(plan)
         common = dict(weights=cfg.weights, device=device, repeats=cfg.repeats,
                       warmup=cfg.warmup, batch_size=cfg.batch_size)
-        out = run_parties(_party, [_Job(client_jobs, **common), _Job(server_jobs, **common)],
+        out = run_parties(party_main, [Job(client_jobs, **common), Job(server_jobs, **common)],
                           provider=cfg.provider, device=device, threads=cfg.threads,
-                          timeout_s=cfg.timeout_s)
+                          timeout_s=cfg.timeout_s, link=cfg.link)
         reports = []
         for k, ((label, art), plan) in enumerate(zip(models, plans, strict=True)):
             cres, sres = out[0][k], out[1][k]
@@ -261,21 +167,20 @@ class CryptenBackend:
             enc = cres["logits"].double()
             agreement = float((enc.argmax(1) == ref.argmax(1)).double().mean())
             max_err = float((enc - ref).abs().max())
-        lan, wan = NETWORK_PRESETS["lan"], NETWORK_PRESETS["wan"]
-        est = dict(seconds=lat, rounds=rounds, bytes_per_party=bytes_sent)
+        est = link_estimates(cfg, latency_s=lat, rounds=rounds, bytes_sent=bytes_sent)
         m = MpcMeasurement(
             backend=backend, provider=cfg.provider, device=device, batch_size=cfg.batch_size,
             latency_s=lat, latency_linear_s=lin_s, latency_nonlinear_s=non_s,
             rounds=rounds, bytes_per_party=bytes_sent,
             bytes_linear=lin_b // 2, bytes_nonlinear=non_b // 2,
-            network=cfg.network.model_dump() if cfg.network else None,
-            estimated_lan_s=lan.estimate(**est), estimated_wan_s=wan.estimate(**est),
+            network=_link_dict(cfg), network_emulated=cfg.emulate_network,
+            estimated_lan_s=est["lan"], estimated_wan_s=est["wan"],
             plaintext_agreement=agreement, max_logit_error=max_err, repeats=cfg.repeats,
         )
         return MpcReport(
             artifact=label, weights=cfg.weights, measurement=m,
             latency_other_s=max(0.0, other), latencies_s=cres["latencies"],
-            estimated_s=cfg.network.estimate(**est) if cfg.network else None,
+            estimated_s=est.get("configured"),
             counts=plan.counts(),
             server_rounds=int(statistics.median(sres["rounds"])),
             server_bytes_per_party=int(statistics.median(sres["crypten_bytes"])) // 2,

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mpc.config import NETWORK_PRESETS, MpcConfig
-from mpc.crypten_backend import _Job, _ModelJob, _party, _resolve_device, backend_name
+from mpc.config import MpcConfig, link_estimates
+from mpc.party import Job, ModelJob, backend_name, party_main, resolve_device
 from mpc.launcher import run_parties
 from mpc.lowering import lower
 from mpc.results import DemoResult
@@ -70,19 +70,19 @@ def run_demo(artifact_dir: str | Path, image: Tensor, *,
     with torch.no_grad():
         ref = art.model(x[None]).double()[0]
     public = plan.public_view() if cfg.weights == "private" else plan
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     common = dict(weights=cfg.weights, device=device, repeats=1, warmup=cfg.warmup,
                   batch_size=1)
-    client = _Job([_ModelJob(pickle.dumps(public), 0, None, x[None].contiguous())], **common)
-    server = _Job([_ModelJob(pickle.dumps(plan), 0, None, None)], **common)
-    res = run_parties(_party, [client, server], provider=cfg.provider, device=device,
-                      threads=cfg.threads, timeout_s=cfg.timeout_s)[0][0]
+    client = Job([ModelJob(pickle.dumps(public), 0, None, x[None].contiguous())], **common)
+    server = Job([ModelJob(pickle.dumps(plan), 0, None, None)], **common)
+    res = run_parties(party_main, [client, server], provider=cfg.provider, device=device,
+                      threads=cfg.threads, timeout_s=cfg.timeout_s, link=cfg.link)[0][0]
     logits = res["timed_logits"][0]
     pred, plain_pred = int(logits.argmax()), int(ref.argmax())
     latency = statistics.median(res["latencies"])
     rounds = int(res["rounds"][-1])
     sent = int(res["crypten_bytes"][-1]) // 2
-    est = dict(seconds=latency, rounds=rounds, bytes_per_party=sent)
+    est = link_estimates(cfg, latency_s=latency, rounds=rounds, bytes_sent=sent)
     names = spec.class_names
     return DemoResult(
         prediction=pred, class_name=names[pred] if names and pred < len(names) else None,
@@ -90,8 +90,7 @@ def run_demo(artifact_dir: str | Path, image: Tensor, *,
         logits=[float(v) for v in logits], plaintext_logits=[float(v) for v in ref],
         max_logit_error=float((logits - ref).abs().max()), latency_s=latency,
         rounds=rounds, bytes_per_party=sent,
-        estimated_lan_s=NETWORK_PRESETS["lan"].estimate(**est),
-        estimated_wan_s=NETWORK_PRESETS["wan"].estimate(**est),
+        estimated_lan_s=est["lan"], estimated_wan_s=est["wan"],
         backend=backend, provider=cfg.provider, device=device, weights=cfg.weights,
     )
 

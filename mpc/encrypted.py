@@ -9,8 +9,9 @@ Runs only inside a party process (crypten imported lazily). Per op:
 * ``relu``: CrypTen's exact ReLU (A2B + 64-bit adder + B2A + multiply: 9 rounds);
 * ``mixed``: the site's public index sets gather positions locally; exact ReLU only
   on the kept positions, one secure square for the polynomial positions (public
-  coefficients), the truncated sign (:mod:`mpc.circa_sign`) for Circa positions,
-  and a local scatter back; identity positions cost nothing.
+  coefficients), the truncated sign (:mod:`mpc.circa_sign`) for Circa positions -
+  the three in *shared rounds* (:func:`mpc.exchange.run_shared`: the site takes the
+  rounds of the longest) - and a local scatter back; identity positions cost nothing.
 
 :class:`OpMeter` wraps each op and records wall time and CrypTen's communication
 counters (rounds, bytes as CrypTen counts them: send + receive of this party).
@@ -19,7 +20,7 @@ counters (rounds, bytes as CrypTen counts them: send + receive of this party).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from mpc.circa_sign import truncated_relu
+from mpc.exchange import run_shared
 from mpc.launcher import SERVER
 from mpc.lowering import Op, Plan, coeff_view, gather_positions
 
@@ -154,7 +156,18 @@ class EncryptedOps:
     def relu(self, i: int, op: Op, x: Any) -> Any:
         return x.relu()
 
+    def _poly(self, flat: Any, site: Any, pos: Tensor, *, quad: bool) -> Any:
+        """``a0 + a1 x (+ a2 x^2)`` on the ``poly_quad`` (``quad``) / ``poly_lin`` positions."""
+        mask = site.poly_quad if quad else ~site.poly_quad
+        c = site.poly_coeffs.double().to(self.device)[mask.to(self.device)]
+        sub = flat.index_select(1, pos)
+        val = sub * coeff_view(c[:, 1], site)
+        if quad:
+            val = val + sub.square() * coeff_view(c[:, 2], site)  # the only secure product
+        return val + coeff_view(c[:, 0], site)
+
     def mixed(self, i: int, op: Op, x: Any) -> Any:
+        """Gather, evaluate exact ReLU / squares / Circa in shared rounds, scatter."""
         site = op.site
         assert site is not None
         idx = self.site_index[i]
@@ -164,26 +177,23 @@ class EncryptedOps:
             return x.relu()
         if n_circa == n_pos:
             return truncated_relu(x, site.circa_k, site.circa_l)
-        if n_relu + n_circa == 0 and idx["poly_quad"].numel() + idx["poly_lin"].numel() == 0:
+        if n_relu + n_circa + idx["poly_quad"].numel() + idx["poly_lin"].numel() == 0:
             return x  # all identity
         flat = gather_positions(x, site)
         out = flat.clone()
+        jobs: list[tuple[Tensor, Callable[[], Any]]] = []
         if n_relu:
-            out[:, idx["relu"]] = flat.index_select(1, idx["relu"]).relu()
+            jobs.append((idx["relu"], lambda: flat.index_select(1, idx["relu"]).relu()))
         if n_circa:
-            sub = flat.index_select(1, idx["circa"])
-            out[:, idx["circa"]] = truncated_relu(sub, site.circa_k, site.circa_l)
-        coeffs = site.poly_coeffs.double().to(self.device)
-        for key, mask in (("poly_quad", site.poly_quad), ("poly_lin", ~site.poly_quad)):
-            pos = idx[key]
-            if not pos.numel():
-                continue
-            c = coeffs[mask.to(coeffs.device)]
-            sub = flat.index_select(1, pos)
-            val = sub * coeff_view(c[:, 1], site)
-            if key == "poly_quad":
-                val = val + sub.square() * coeff_view(c[:, 2], site)  # the only secure product
-            out[:, pos] = val + coeff_view(c[:, 0], site)
+            jobs.append((idx["circa"], lambda: truncated_relu(
+                flat.index_select(1, idx["circa"]), site.circa_k, site.circa_l)))
+        if idx["poly_quad"].numel():
+            jobs.append((idx["poly_quad"],
+                         lambda: self._poly(flat, site, idx["poly_quad"], quad=True)))
+        for (pos, _), val in zip(jobs, run_shared([fn for _, fn in jobs]), strict=True):
+            out[:, pos] = val
+        if idx["poly_lin"].numel():
+            out[:, idx["poly_lin"]] = self._poly(flat, site, idx["poly_lin"], quad=False)
         return out.view(x.size())
 
 

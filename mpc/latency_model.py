@@ -4,9 +4,11 @@ The model itself - :class:`~pi_opt.costmodel.LatencyModel`,
 :class:`~pi_opt.costmodel.CostCounts`, ``predict*``, :func:`~pi_opt.costmodel.counts_from_profile`,
 :func:`~pi_opt.costmodel.estimate_rounds` - lives in :mod:`pi_opt.costmodel` (the one
 evaluator; pi_opt's search uses it). This module holds what needs measurements or lowered
-plans: :class:`CostSample`, :func:`fit`, :func:`samples_from_ops` (op-level samples from
-:class:`mpc.results.OpRecord` s, ``inferences = 0``), :func:`plan_rounds` and
-:func:`plan_counts`. The model's names are re-exported here.
+plans: :class:`CostSample`, :func:`fit` (time coefficients only), :func:`samples_from_ops`
+(op-level samples from :class:`mpc.results.OpRecord` s, ``inferences = 0``), and
+:func:`plan_counts` / :func:`plan_rounds`, which describe a lowered plan as sites +
+layers and count it with the same evaluator as profiles
+(:func:`pi_opt.costmodel.structure_counts`). The model's names are re-exported here.
 
 This module imports neither crypten nor torch-heavy code.
 """
@@ -24,61 +26,83 @@ from pi_opt.costmodel import (
     RELU_ROUNDS,
     CostCounts,
     LatencyModel,
+    WeightsMode,
     counts_from_profile,
     estimate_rounds,
+    structure_counts,
 )
+from pi_opt.layers import LayerProfile
+from pi_opt.profile import SiteProfile
 
 if TYPE_CHECKING:
     from mpc.lowering import Plan
 
 
 class CostSample(CostCounts):
-    """Measured cost: ``seconds`` per batch, optionally ``bytes`` sent per party."""
+    """Measured cost: ``seconds`` per batch (drivers, rounds and bytes as counted)."""
 
     seconds: float
-    bytes: float | None = None
 
 
-def plan_rounds(plan: Plan, *, weights: str = "private") -> int:
-    """Rounds of one encrypted inference of a lowered plan, as the executor runs it.
+def plan_sites(plan: Plan) -> list[SiteProfile]:
+    """The plan's materialized sites as :class:`~pi_opt.profile.SiteProfile` s (per sample)."""
+    out = []
+    for site in plan.sites():
+        c = site.counts()
+        out.append(SiteProfile(
+            name=site.name, stage="", shape=site.shape, granularity=site.granularity,
+            elements=site.positions * site.per_position, relu=c["relu"], circa=c["circa"],
+            poly=c["poly"], identity=c["identity"], poly_mults=c["poly_mults"],
+            circa_k=site.circa_k if c["circa"] else None,
+            circa_l=site.circa_l if c["circa"] else None))
+    return out
 
-    Exact for conv/linear/BN (1 each with private weights, 0 with public), sites and
-    the output reveal (1); max pooling is approximated as ``9 * ceil(log2(k*k))``.
-    """
-    total = 1  # reveal to the client
+
+def plan_layers(plan: Plan) -> list[LayerProfile]:
+    """The plan's communicating non-site ops (conv/linear/affine, max-pool, relu)."""
+    out = []
     for op in plan.ops:
         if op.kind in ("conv", "linear", "affine"):
-            total += 1 if weights == "private" else 0
-        elif op.kind == "relu":
-            total += RELU_ROUNDS
+            src = plan.ops[op.args[0].index]
+            w = op.params["weight" if op.kind != "affine" else "scale"]
+            out.append(LayerProfile(kind="linear", name=op.name,
+                                    input_elements=_numel(src.out_shape),
+                                    weight_elements=int(w.numel()),
+                                    output_elements=_numel(op.out_shape)))
         elif op.kind == "max_pool":
             kh, kw = op.attrs["kernel_size"]
-            total += RELU_ROUNDS * max(1, math.ceil(math.log2(kh * kw)))
-        elif op.kind == "mixed" and op.site is not None:
-            c = op.site.counts()
-            total += ((RELU_ROUNDS if c["relu"] else 0) + (1 if c["poly_mults"] else 0)
-                      + (circa_rounds(op.site.circa_l) if c["circa"] else 0))
-    return total
+            out.append(LayerProfile(kind="max_pool", name=op.name,
+                                    input_elements=_numel(plan.ops[op.args[0].index].out_shape),
+                                    output_elements=_numel(op.out_shape), window=kh * kw))
+        elif op.kind == "relu":
+            n = _numel(op.out_shape)
+            out.append(LayerProfile(kind="relu", name=op.name, input_elements=n,
+                                    output_elements=n))
+    return out
 
 
-def plan_counts(plan: Plan, *, batch_size: int = 1, weights: str = "private") -> CostCounts:
-    """Cost drivers of one batch of a lowered plan (exact rounds, Circa by l)."""
-    circa: dict[int, float] = {}
-    for site in plan.sites():
-        n = site.counts()["circa"]
-        if n:
-            circa[site.circa_l] = circa.get(site.circa_l, 0.0) + n * batch_size
-    c = plan.counts()
-    return CostCounts(
-        relus=float((c["relu"] + c["maxpool_comparisons"]) * batch_size), circa=circa,
-        poly_mults=float(c["poly_mults"] * batch_size), macs=float(c["macs"] * batch_size),
-        rounds=float(plan_rounds(plan, weights=weights)), inferences=1.0)
+def _numel(shape: tuple[int, ...]) -> int:
+    return math.prod(int(s) for s in shape)
+
+
+def plan_counts(plan: Plan, *, batch_size: int = 1, weights: WeightsMode = "private"
+                ) -> CostCounts:
+    """Cost drivers of one batch of a lowered plan, through the same evaluator as
+    profiles (:func:`pi_opt.costmodel.structure_counts`): exact rounds and bytes."""
+    macs = plan.counts()["macs"]
+    return structure_counts(plan_sites(plan), plan_layers(plan), plan.num_classes, macs=macs,
+                            batch_size=batch_size, weights=weights)
+
+
+def plan_rounds(plan: Plan, *, weights: WeightsMode = "private") -> int:
+    """Rounds of one encrypted inference of a lowered plan (any batch size)."""
+    return int(plan_counts(plan, weights=weights).rounds)
 
 
 def _columns(samples: Sequence[CostCounts]) -> tuple[list[str], np.ndarray]:
     ls = sorted({l for s in samples for l in s.circa})
-    names = ["relu", "mult", "mac", "round", "inference"] + [f"circa:{l}" for l in ls]
-    rows = [[s.relus, s.poly_mults, s.macs, s.rounds, s.inferences]
+    names = ["relu", "mult", "mac", "byte", "round", "inference"] + [f"circa:{l}" for l in ls]
+    rows = [[s.relus, s.poly_mults, s.macs, s.bytes, s.rounds, s.inferences]
             + [s.circa.get(l, 0.0) for l in ls] for s in samples]
     return names, np.asarray(rows, dtype=np.float64).reshape(len(samples), len(names))
 
@@ -110,10 +134,10 @@ def _nonneg_lstsq(a: np.ndarray, b: np.ndarray, *, relative: bool) -> np.ndarray
 
 def fit(samples: Iterable[CostSample], *, relative: bool = True, source: str = "fitted",
         meta: dict[str, Any] | None = None) -> LatencyModel:
-    """Least-squares fit (non-negative coefficients) of seconds and bytes to ``samples``.
+    """Least-squares fit (non-negative coefficients) of seconds to ``samples``.
 
-    ``relative=True`` minimizes relative errors (default: samples span 1e-3..1 s).
-    Byte coefficients are fitted on the samples that carry ``bytes`` (rounds excluded).
+    Only time is fitted: rounds and bytes are counted from the protocol. ``relative=True``
+    minimizes relative errors (default: samples span 1e-3..1 s).
     """
     data = list(samples)
     if not data:
@@ -121,23 +145,11 @@ def fit(samples: Iterable[CostSample], *, relative: bool = True, source: str = "
     names, a = _columns(data)
     secs = _nonneg_lstsq(a, np.asarray([s.seconds for s in data], dtype=np.float64),
                          relative=relative)
-    with_bytes = [i for i, s in enumerate(data) if s.bytes is not None]
-    nb = np.zeros(len(names))
-    if with_bytes:
-        ab = a[with_bytes].copy()
-        ab[:, names.index("round")] = 0.0
-        bb = np.asarray([data[i].bytes for i in with_bytes], dtype=np.float64)
-        keep = bb > 0
-        nb = _nonneg_lstsq(ab[keep], bb[keep], relative=relative) if keep.any() else nb
-    c, cb = dict(zip(names, secs.tolist(), strict=True)), dict(zip(names, nb.tolist(), strict=True))
+    c = dict(zip(names, secs.tolist(), strict=True))
     return LatencyModel(
         source=source, per_relu_s=c["relu"], per_mult_s=c["mult"], per_mac_s=c["mac"],
-        per_round_s=c["round"], per_inference_s=c["inference"],
+        per_byte_s=c["byte"], per_round_s=c["round"], per_inference_s=c["inference"],
         per_circa_s={int(k.split(":")[1]): v for k, v in c.items() if k.startswith("circa:")},
-        per_relu_bytes=cb["relu"], per_mult_bytes=cb["mult"], per_mac_bytes=cb["mac"],
-        per_inference_bytes=cb["inference"],
-        per_circa_bytes={int(k.split(":")[1]): v for k, v in cb.items()
-                         if k.startswith("circa:")},
         meta={"samples": len(data), "weighting": "relative" if relative else "absolute",
               **(meta or {})},
     )
@@ -151,11 +163,12 @@ def samples_from_ops(records: Iterable[Any]) -> list[CostSample]:
         out.append(CostSample(
             relus=float(r.relu + r.maxpool_comparisons), circa=circa,
             poly_mults=float(r.poly_mults), macs=float(r.macs), rounds=float(r.rounds),
-            inferences=0.0, seconds=float(r.seconds), bytes=float(r.bytes_sent)))
+            bytes=float(r.bytes_sent), inferences=0.0, seconds=float(r.seconds)))
     return out
 
 
 __all__ = [
     "RELU_ROUNDS", "CostCounts", "CostSample", "LatencyModel", "circa_rounds",
-    "counts_from_profile", "estimate_rounds", "fit", "plan_counts", "plan_rounds", "samples_from_ops",
+    "counts_from_profile", "estimate_rounds", "fit", "plan_counts", "plan_layers", "plan_rounds",
+    "plan_sites", "samples_from_ops",
 ]

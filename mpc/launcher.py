@@ -6,8 +6,8 @@ when a party dies. Here:
 
 * processes come from the ``spawn`` context, so CrypTen's global state (communicator,
   PRNGs, config) only ever exists inside the party processes;
-* CrypTen's batched openings go out as one gloo message
-  (:func:`mpc._compat.install_batched_all_reduce`: same rounds and bytes, fewer calls);
+* CrypTen's communicator is patched by :func:`mpc.exchange.install` (batched openings
+  as one message, shared rounds, and - with ``link`` - an emulated network link);
 * rendezvous is a gloo ``FileStore`` in a private temporary directory, removed at the end;
 * every party sends one message over its own pipe: ``("ok", result)`` or
   ``("error", type, message, traceback)``, pickled with the plain pickler (tensors
@@ -58,6 +58,7 @@ class PartySetup:
     device: str
     threads: int
     parent_pid: int
+    link: tuple[float, float | None] | None = None  # emulated (rtt_ms, bandwidth_mbps)
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -82,10 +83,13 @@ def _party_main(setup: PartySetup, target: PartyTarget | None, payload: Any,
         import torch
 
         torch.set_num_threads(setup.threads)
-        from mpc._compat import import_crypten, install_batched_all_reduce
+        from mpc import exchange
+        from mpc._compat import import_crypten
 
         crypten = import_crypten()
-        install_batched_all_reduce()
+        exchange.install()
+        if setup.link is not None:
+            exchange.set_link(*setup.link)
         from crypten.config import cfg
 
         cfg.mpc.provider = setup.provider
@@ -158,8 +162,11 @@ def run_parties(
     device: str = "cpu",
     threads: int = 1,
     timeout_s: float = 600.0,
+    link: tuple[float, float | None] | None = None,
 ) -> list[Any]:
     """Run ``target(rank, payloads[rank])`` in ``len(payloads)`` CrypTen parties.
+
+    ``link``: ``(rtt_ms, bandwidth_mbps or None)`` to emulate between the parties.
 
     Returns the per-rank results (index = rank). Raises :class:`PartyFailed` if any
     party raises or exits without a result, :class:`PartyTimeout` after ``timeout_s``.
@@ -177,7 +184,7 @@ def run_parties(
         for rank in range(n_procs):
             recv_end, send_end = ctx.Pipe(duplex=False)
             setup = PartySetup(rank, world_size, rendezvous, provider, device, threads,
-                               os.getpid())
+                               os.getpid(), link)
             payload = payloads[rank] if rank < world_size else None
             proc = ctx.Process(
                 target=_party_main,

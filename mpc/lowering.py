@@ -1,11 +1,13 @@
 """Lower a (prepared) pi_opt model to a straight-line plan for encrypted execution.
 
-No ONNX: the model is traced with :class:`pi_opt.sites.SiteTracer` (ReLU and
-MixedActivation stay leaves), shapes come from one plaintext forward pass, and
-every fx node becomes one :class:`Op`:
+No ONNX: the model is traced with :func:`pi_opt.layers.traced` (ReLU and
+MixedActivation stay leaves; shapes from one plaintext forward pass, as the profile
+does), and every fx node becomes one :class:`Op` through a table of per-op rules
+(:data:`MODULE_RULES`, :data:`FUNCTION_RULES`, :data:`METHOD_RULES`):
 
 * ``conv`` / ``linear`` - BatchNorm that directly follows a conv/linear (its only
-  user) is folded into the weights in plaintext; any other BatchNorm (e.g. WRN's
+  user, :func:`pi_opt.layers.bn_folds`) is folded into the weights in plaintext;
+  any other BatchNorm (e.g. WRN's
   pre-activation) becomes ``affine`` (per-channel ``x * scale + shift``);
 * ``avg_pool`` / ``adaptive_avg_pool`` / ``add`` / shape ops - linear, local;
 * ``max_pool`` - CrypTen's comparison tree, counted as non-linear;
@@ -35,12 +37,11 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from mpc.errors import LoweringError
 from pi_opt.activations import Kind, MixedActivation
 from pi_opt.circa import FRAC_BITS, circa_relu
-from pi_opt.sites import SiteTracer
+from pi_opt.layers import bn_folds, node_shape, traced
 
 OpKind = Literal[
     "input", "conv", "linear", "affine", "avg_pool", "adaptive_avg_pool", "max_pool",
@@ -237,192 +238,294 @@ def _bn_affine(bn: nn.Module) -> tuple[Tensor, Tensor]:
     return scale, shift
 
 
-def _shape(node: torch.fx.Node) -> tuple[int, ...]:
-    meta = node.meta.get("tensor_meta")
-    if meta is None or not hasattr(meta, "shape"):
-        return ()
-    return tuple(int(s) for s in meta.shape[1:])
+class _Lowering:
+    """State of one lowering: the traced graph, the ops emitted so far, node -> op index."""
+
+    def __init__(self, gm: torch.fx.GraphModule) -> None:
+        self.mods = dict(gm.named_modules())
+        self.ops: list[Op] = []
+        self.index: dict[torch.fx.Node, int] = {}
+
+    def emit(self, node: torch.fx.Node, op: Op) -> None:
+        self.index[node] = len(self.ops)
+        self.ops.append(op)
+
+    def alias(self, node: torch.fx.Node, a: Any) -> None:
+        """``node`` is the value of ``a`` (a :class:`Ref`): no op (Identity, Dropout, clone)."""
+        self.index[node] = a.index
+
+    def ref(self, a: Any) -> Any:
+        if isinstance(a, torch.fx.Node):
+            if a not in self.index:
+                raise LoweringError(f"node {a.name} used before definition")
+            return Ref(self.index[a])
+        if isinstance(a, (tuple, list)):
+            return type(a)(self.ref(x) for x in a)
+        return a
+
+
+# ---- call_module rules: (lowering, node, module, target, x) -> None -------------------
+
+ModuleRule = Callable[[_Lowering, torch.fx.Node, Any, str, Any], None]
+
+
+def _lower_site(lw: _Lowering, node: torch.fx.Node, mod: MixedActivation, target: str,
+                x: Any) -> None:
+    site = _site_plan(target, mod)
+    if site is None:
+        lw.emit(node, Op("relu", target, (x,), out_shape=node_shape(node)))
+    else:
+        lw.emit(node, Op("mixed", target, (x,), site=site, out_shape=node_shape(node)))
+
+
+def _lower_relu(lw: _Lowering, node: torch.fx.Node, mod: nn.Module, target: str,
+                x: Any) -> None:
+    lw.emit(node, Op("relu", target, (x,), out_shape=node_shape(node)))
+
+
+def _weights(mod: nn.Conv2d | nn.Linear) -> dict[str, Tensor]:
+    params = {"weight": mod.weight.detach().double().cpu()}
+    if mod.bias is not None:
+        params["bias"] = mod.bias.detach().double().cpu()
+    return params
+
+
+def _lower_conv(lw: _Lowering, node: torch.fx.Node, mod: nn.Conv2d, target: str,
+                x: Any) -> None:
+    if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+        raise LoweringError(f"{target}: only explicit zero padding is supported")
+    out_shape = node_shape(node)
+    k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+    lw.emit(node, Op("conv", target, (x,), params=_weights(mod), out_shape=out_shape,
+                     macs=_numel(out_shape) * k,
+                     attrs={"stride": mod.stride, "padding": mod.padding,
+                            "dilation": mod.dilation, "groups": mod.groups}))
+
+
+def _lower_linear(lw: _Lowering, node: torch.fx.Node, mod: nn.Linear, target: str,
+                  x: Any) -> None:
+    out_shape = node_shape(node)
+    lw.emit(node, Op("linear", target, (x,), params=_weights(mod), out_shape=out_shape,
+                     macs=_numel(out_shape) * mod.in_features))
+
+
+def _lower_bn(lw: _Lowering, node: torch.fx.Node, mod: nn.Module, target: str,
+              x: Any) -> None:
+    """Fold into the producing conv/linear (:func:`pi_opt.layers.bn_folds`), else ``affine``."""
+    scale, shift = _bn_affine(mod)
+    if not bn_folds(node, lw.mods):
+        lw.emit(node, Op("affine", target, (x,), out_shape=node_shape(node),
+                         params={"scale": scale.cpu(), "shift": shift.cpu()}))
+        return
+    j = x.index
+    p = lw.ops[j].params
+    shape = (-1,) + (1,) * (p["weight"].dim() - 1)
+    p["weight"] = p["weight"] * scale.view(shape)
+    p["bias"] = p.get("bias", torch.zeros_like(scale)) * scale + shift
+    lw.ops[j].name = f"{lw.ops[j].name}+{target}"
+    lw.alias(node, x)
+
+
+def _window(mod: nn.AvgPool2d | nn.MaxPool2d) -> dict[str, Any]:
+    return {"kernel_size": _pair(mod.kernel_size),
+            "stride": _pair(mod.stride if mod.stride is not None else mod.kernel_size),
+            "padding": _pair(mod.padding)}
+
+
+def _lower_avg_pool(lw: _Lowering, node: torch.fx.Node, mod: nn.AvgPool2d, target: str,
+                    x: Any) -> None:
+    if mod.ceil_mode or (not mod.count_include_pad and _pair(mod.padding) != (0, 0)):
+        raise LoweringError(f"{target}: ceil_mode / count_include_pad=False "
+                            "average pooling is not supported")
+    if mod.divisor_override is not None:
+        raise LoweringError(f"{target}: divisor_override is not supported")
+    lw.emit(node, Op("avg_pool", target, (x,), out_shape=node_shape(node), attrs=_window(mod)))
+
+
+def _lower_adaptive_avg_pool(lw: _Lowering, node: torch.fx.Node, mod: nn.Module,
+                             target: str, x: Any) -> None:
+    out_shape = node_shape(node)
+    lw.emit(node, Op("adaptive_avg_pool", target, (x,), out_shape=out_shape,
+                     attrs={"output_size": tuple(out_shape[-2:])}))
+
+
+def _lower_max_pool(lw: _Lowering, node: torch.fx.Node, mod: nn.MaxPool2d, target: str,
+                    x: Any) -> None:
+    if mod.ceil_mode or mod.return_indices:
+        raise LoweringError(f"{target}: ceil_mode / return_indices max pooling "
+                            "is not supported")
+    lw.emit(node, Op("max_pool", target, (x,), out_shape=node_shape(node),
+                     attrs={**_window(mod), "dilation": _pair(mod.dilation)}))
+
+
+def _lower_passthrough(lw: _Lowering, node: torch.fx.Node, mod: nn.Module, target: str,
+                       x: Any) -> None:
+    lw.alias(node, x)
+
+
+def _lower_flatten_module(lw: _Lowering, node: torch.fx.Node, mod: nn.Flatten, target: str,
+                          x: Any) -> None:
+    lw.emit(node, Op("flatten", target, (x,), out_shape=node_shape(node),
+                     attrs={"start_dim": mod.start_dim, "end_dim": mod.end_dim}))
+
+
+#: Module type -> rule, first match wins (MixedActivation before its ReLU base, if any).
+MODULE_RULES: tuple[tuple[type | tuple[type, ...], ModuleRule], ...] = (
+    (MixedActivation, _lower_site),
+    (nn.ReLU, _lower_relu),
+    (nn.Conv2d, _lower_conv),
+    (nn.Linear, _lower_linear),
+    ((nn.BatchNorm2d, nn.BatchNorm1d), _lower_bn),
+    (nn.AvgPool2d, _lower_avg_pool),
+    (nn.AdaptiveAvgPool2d, _lower_adaptive_avg_pool),
+    (nn.MaxPool2d, _lower_max_pool),
+    ((nn.Identity, nn.Dropout), _lower_passthrough),
+    (nn.Flatten, _lower_flatten_module),
+)
+
+
+# ---- call_function / call_method rules: (lowering, node, args) -> None ---------------
+
+CallRule = Callable[[_Lowering, torch.fx.Node, tuple[Any, ...]], None]
+
+
+def _emit_simple(kind: OpKind) -> CallRule:
+    """Rule emitting ``Op(kind)`` over all arguments."""
+    def rule(lw: _Lowering, node: torch.fx.Node, args: tuple[Any, ...]) -> None:
+        lw.emit(node, Op(kind, node.name, args, out_shape=node_shape(node)))
+    return rule
+
+
+def _emit_unary(kind: OpKind) -> CallRule:
+    """Rule emitting ``Op(kind)`` over the first argument only."""
+    def rule(lw: _Lowering, node: torch.fx.Node, args: tuple[Any, ...]) -> None:
+        lw.emit(node, Op(kind, node.name, args[:1], out_shape=node_shape(node)))
+    return rule
+
+
+def _call_flatten(lw: _Lowering, node: torch.fx.Node, args: tuple[Any, ...]) -> None:
+    kw = dict(node.kwargs)
+    start = args[1] if len(args) > 1 else kw.get("start_dim", 0)
+    end = args[2] if len(args) > 2 else kw.get("end_dim", -1)
+    lw.emit(node, Op("flatten", node.name, args[:1], out_shape=node_shape(node),
+                     attrs={"start_dim": start, "end_dim": end}))
+
+
+def _call_add(lw: _Lowering, node: torch.fx.Node, args: tuple[Any, ...]) -> None:
+    if node.kwargs:
+        raise LoweringError(f"add with keyword arguments (node {node.name}) is not supported")
+    _emit_simple("add")(lw, node, args)
+
+
+def _call_mul(lw: _Lowering, node: torch.fx.Node, args: tuple[Any, ...]) -> None:
+    if node.kwargs or all(isinstance(a, Ref) for a in args):
+        raise LoweringError(f"mul of two tensors (node {node.name}) has no encrypted "
+                            "implementation (only products with constants)")
+    _emit_simple("mul")(lw, node, args)
+
+
+def _call_getitem(lw: _Lowering, node: torch.fx.Node, args: tuple[Any, ...]) -> None:
+    src = node.args[0]
+    if not (isinstance(src, torch.fx.Node) and node_shape(src) == ()):
+        raise LoweringError(f"indexing a tensor (node {node.name}) has no encrypted "
+                            "implementation")
+    lw.emit(node, Op("getitem", node.name, args))  # indexing a .size() result
+
+
+def _call_adaptive_avg_pool(lw: _Lowering, node: torch.fx.Node, args: tuple[Any, ...]
+                            ) -> None:
+    out_shape = node_shape(node)
+    lw.emit(node, Op("adaptive_avg_pool", node.name, args[:1], out_shape=out_shape,
+                     attrs={"output_size": tuple(out_shape[-2:])}))
+
+
+def _call_alias(lw: _Lowering, node: torch.fx.Node, args: tuple[Any, ...]) -> None:
+    lw.alias(node, args[0])
+
+
+FUNCTION_RULES: dict[Any, CallRule] = {
+    operator.add: _call_add, torch.add: _call_add, operator.iadd: _call_add,
+    operator.mul: _call_mul, torch.mul: _call_mul,
+    torch.flatten: _call_flatten,
+    F.relu: _emit_unary("relu"), torch.relu: _emit_unary("relu"),
+    operator.getitem: _call_getitem,
+    F.adaptive_avg_pool2d: _call_adaptive_avg_pool,
+}
+
+METHOD_RULES: dict[str, CallRule] = {
+    "relu": _emit_unary("relu"), "relu_": _emit_unary("relu"),
+    "view": _emit_simple("view"), "reshape": _emit_simple("reshape"),
+    "flatten": _call_flatten, "size": _emit_simple("size"),
+    "contiguous": _call_alias, "clone": _call_alias,
+    "add": _emit_simple("add"), "add_": _emit_simple("add"),
+}
+
+
+# ---- node kinds -----------------------------------------------------------------------
+
+
+def _node_placeholder(lw: _Lowering, node: torch.fx.Node, input_shape: tuple[int, ...]) -> None:
+    if lw.ops:
+        raise LoweringError("models with more than one input are not supported")
+    lw.emit(node, Op("input", node.name, out_shape=tuple(input_shape)))
+
+
+def _node_module(lw: _Lowering, node: torch.fx.Node) -> None:
+    target = str(node.target)
+    mod = lw.mods[target]
+    rule = next((r for types, r in MODULE_RULES if isinstance(mod, types)), None)
+    if rule is None:
+        raise LoweringError(
+            f"module {target} ({type(mod).__name__}) has no encrypted implementation")
+    rule(lw, node, mod, target, lw.ref(node.args[0]))
+
+
+def _node_call(lw: _Lowering, node: torch.fx.Node) -> None:
+    if node.op == "call_function":
+        rule = FUNCTION_RULES.get(node.target)
+        what = f"function {getattr(node.target, '__name__', node.target)}"
+    else:
+        rule = METHOD_RULES.get(str(node.target))
+        what = f"method .{node.target}()"
+    if rule is None:
+        raise LoweringError(f"{what} (node {node.name}) has no encrypted implementation")
+    rule(lw, node, lw.ref(tuple(node.args)))
+
+
+def _num_classes(ops: list[Op]) -> int:
+    last = ops[-1].args[0] if ops[-1].args else None
+    out_op = ops[last.index] if isinstance(last, Ref) else None
+    return int(out_op.out_shape[-1]) if out_op and out_op.out_shape else 0
 
 
 def lower(model: nn.Module, input_shape: tuple[int, ...], *, num_classes: int | None = None
           ) -> Plan:
     """Trace ``model`` (eval mode) and build its :class:`Plan` for per-sample ``input_shape``.
 
-    Raises :class:`LoweringError` for operations without an encrypted implementation.
+    Each fx node goes through its rule: :data:`MODULE_RULES` (by module type),
+    :data:`FUNCTION_RULES`, :data:`METHOD_RULES`. Raises :class:`LoweringError` for
+    operations without an encrypted implementation.
     """
     model = model.eval()
     try:
-        graph = SiteTracer().trace(model)
+        gm = traced(model, tuple(input_shape))
     except Exception as exc:
         raise LoweringError(f"model is not torch.fx traceable: {exc}") from exc
-    gm = torch.fx.GraphModule(model, graph)
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    with torch.no_grad():
-        ShapeProp(gm).propagate(torch.zeros(1, *input_shape, device=device))
-    mods = dict(gm.named_modules())
-    ops: list[Op] = []
-    index: dict[torch.fx.Node, int] = {}
-
-    def emit(node: torch.fx.Node, op: Op) -> None:
-        index[node] = len(ops)
-        ops.append(op)
-
-    def ref(a: Any) -> Any:
-        if isinstance(a, torch.fx.Node):
-            if a not in index:
-                raise LoweringError(f"node {a.name} used before definition")
-            return Ref(index[a])
-        if isinstance(a, (tuple, list)):
-            return type(a)(ref(x) for x in a)
-        return a
-
-    def single_user(node: torch.fx.Node) -> bool:
-        return len(node.users) == 1
-
-    def fold_target(node: torch.fx.Node) -> int | None:
-        """Op index of a conv/linear producing ``node`` that a following BN may fold into."""
-        if node.op != "call_module" or not single_user(node) or node not in index:
-            return None
-        op = ops[index[node]]
-        return index[node] if op.kind in ("conv", "linear") else None
-
+    lw = _Lowering(gm)
     for node in gm.graph.nodes:
-        name = node.name
-        out_shape = _shape(node)
         if node.op == "placeholder":
-            if ops:
-                raise LoweringError("models with more than one input are not supported")
-            emit(node, Op("input", name, out_shape=tuple(input_shape)))
+            _node_placeholder(lw, node, input_shape)
         elif node.op == "output":
-            emit(node, Op("output", name, args=(ref(node.args[0]),)))
+            lw.emit(node, Op("output", node.name, args=(lw.ref(node.args[0]),)))
         elif node.op == "call_module":
-            mod = mods[str(node.target)]
-            target = str(node.target)
-            x = ref(node.args[0])
-            if isinstance(mod, MixedActivation):
-                site = _site_plan(target, mod)
-                if site is None:
-                    emit(node, Op("relu", target, (x,), out_shape=out_shape))
-                else:
-                    emit(node, Op("mixed", target, (x,), site=site, out_shape=out_shape))
-            elif isinstance(mod, nn.ReLU):
-                emit(node, Op("relu", target, (x,), out_shape=out_shape))
-            elif isinstance(mod, nn.Conv2d):
-                if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
-                    raise LoweringError(f"{target}: only explicit zero padding is supported")
-                params = {"weight": mod.weight.detach().double().cpu()}
-                if mod.bias is not None:
-                    params["bias"] = mod.bias.detach().double().cpu()
-                k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-                emit(node, Op("conv", target, (x,), params=params, out_shape=out_shape,
-                              macs=_numel(out_shape) * k,
-                              attrs={"stride": mod.stride, "padding": mod.padding,
-                                     "dilation": mod.dilation, "groups": mod.groups}))
-            elif isinstance(mod, nn.Linear):
-                params = {"weight": mod.weight.detach().double().cpu()}
-                if mod.bias is not None:
-                    params["bias"] = mod.bias.detach().double().cpu()
-                emit(node, Op("linear", target, (x,), params=params, out_shape=out_shape,
-                              macs=_numel(out_shape) * mod.in_features))
-            elif isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                scale, shift = _bn_affine(mod)
-                src = node.args[0]
-                j = fold_target(src) if isinstance(src, torch.fx.Node) else None
-                if j is not None:  # fold into the producing conv / linear
-                    p = ops[j].params
-                    shape = (-1,) + (1,) * (p["weight"].dim() - 1)
-                    p["weight"] = p["weight"] * scale.view(shape)
-                    p["bias"] = p.get("bias", torch.zeros_like(scale)) * scale + shift
-                    ops[j].name = f"{ops[j].name}+{target}"
-                    index[node] = j
-                else:
-                    emit(node, Op("affine", target, (x,), out_shape=out_shape,
-                                  params={"scale": scale.cpu(), "shift": shift.cpu()}))
-            elif isinstance(mod, nn.AvgPool2d):
-                if mod.ceil_mode or (not mod.count_include_pad and _pair(mod.padding) != (0, 0)):
-                    raise LoweringError(f"{target}: ceil_mode / count_include_pad=False "
-                                        "average pooling is not supported")
-                if mod.divisor_override is not None:
-                    raise LoweringError(f"{target}: divisor_override is not supported")
-                emit(node, Op("avg_pool", target, (x,), out_shape=out_shape, attrs={
-                    "kernel_size": _pair(mod.kernel_size),
-                    "stride": _pair(mod.stride if mod.stride is not None else mod.kernel_size),
-                    "padding": _pair(mod.padding)}))
-            elif isinstance(mod, nn.AdaptiveAvgPool2d):
-                emit(node, Op("adaptive_avg_pool", target, (x,), out_shape=out_shape,
-                              attrs={"output_size": tuple(out_shape[-2:])}))
-            elif isinstance(mod, nn.MaxPool2d):
-                if mod.ceil_mode or mod.return_indices:
-                    raise LoweringError(f"{target}: ceil_mode / return_indices max pooling "
-                                        "is not supported")
-                emit(node, Op("max_pool", target, (x,), out_shape=out_shape, attrs={
-                    "kernel_size": _pair(mod.kernel_size),
-                    "stride": _pair(mod.stride if mod.stride is not None else mod.kernel_size),
-                    "padding": _pair(mod.padding), "dilation": _pair(mod.dilation)}))
-            elif isinstance(mod, (nn.Identity, nn.Dropout)):
-                index[node] = x.index
-            elif isinstance(mod, nn.Flatten):
-                emit(node, Op("flatten", target, (x,), out_shape=out_shape,
-                              attrs={"start_dim": mod.start_dim, "end_dim": mod.end_dim}))
-            else:
-                raise LoweringError(
-                    f"module {target} ({type(mod).__name__}) has no encrypted implementation")
-        elif node.op == "call_function":
-            fn = node.target
-            args = ref(tuple(node.args))
-            if fn in (operator.add, torch.add, operator.iadd) and not node.kwargs:
-                emit(node, Op("add", name, args, out_shape=out_shape))
-            elif fn in (operator.mul, torch.mul) and not node.kwargs and any(
-                    not isinstance(a, Ref) for a in args):
-                emit(node, Op("mul", name, args, out_shape=out_shape))
-            elif fn is torch.flatten:
-                kw = dict(node.kwargs)
-                start = args[1] if len(args) > 1 else kw.get("start_dim", 0)
-                end = args[2] if len(args) > 2 else kw.get("end_dim", -1)
-                emit(node, Op("flatten", name, args[:1], out_shape=out_shape,
-                              attrs={"start_dim": start, "end_dim": end}))
-            elif fn in (F.relu, torch.relu):
-                emit(node, Op("relu", name, args[:1], out_shape=out_shape))
-            elif (fn is operator.getitem and isinstance(node.args[0], torch.fx.Node)
-                  and _shape(node.args[0]) == ()):  # indexing a .size() result
-                emit(node, Op("getitem", name, args))
-            elif fn is F.adaptive_avg_pool2d:
-                emit(node, Op("adaptive_avg_pool", name, args[:1], out_shape=out_shape,
-                              attrs={"output_size": tuple(out_shape[-2:])}))
-            else:
-                raise LoweringError(f"function {getattr(fn, '__name__', fn)} (node {name}) "
-                                    "has no encrypted implementation")
-        elif node.op == "call_method":
-            meth = str(node.target)
-            args = ref(tuple(node.args))
-            if meth in ("relu", "relu_"):
-                emit(node, Op("relu", name, args[:1], out_shape=out_shape))
-            elif meth in ("view", "reshape"):
-                emit(node, Op(meth, name, args, out_shape=out_shape))  # type: ignore[arg-type]
-            elif meth == "flatten":
-                kw = dict(node.kwargs)
-                start = args[1] if len(args) > 1 else kw.get("start_dim", 0)
-                end = args[2] if len(args) > 2 else kw.get("end_dim", -1)
-                emit(node, Op("flatten", name, args[:1], out_shape=out_shape,
-                              attrs={"start_dim": start, "end_dim": end}))
-            elif meth == "size":
-                emit(node, Op("size", name, args))
-            elif meth in ("contiguous", "clone"):
-                index[node] = args[0].index
-            elif meth in ("add", "add_"):
-                emit(node, Op("add", name, args, out_shape=out_shape))
-            else:
-                raise LoweringError(f"method .{meth}() (node {name}) has no encrypted "
-                                    "implementation")
+            _node_module(lw, node)
+        elif node.op in ("call_function", "call_method"):
+            _node_call(lw, node)
         else:
-            raise LoweringError(f"fx node {name} ({node.op}) is not supported "
+            raise LoweringError(f"fx node {node.name} ({node.op}) is not supported "
                                 "(parameters used outside modules?)")
-    if num_classes is None:
-        out_op = ops[ops[-1].args[0].index] if isinstance(ops[-1].args[0], Ref) else None
-        num_classes = int(out_op.out_shape[-1]) if out_op and out_op.out_shape else 0
-    return Plan(ops=ops, input_shape=tuple(int(s) for s in input_shape),
-                num_classes=num_classes)
+    return Plan(ops=lw.ops, input_shape=tuple(int(s) for s in input_shape),
+                num_classes=_num_classes(lw.ops) if num_classes is None else num_classes)
 
 
 # --------------------------------------------------------------------------- execution

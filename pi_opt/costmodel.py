@@ -1,32 +1,56 @@
-"""The linear cost model of encrypted inference: the one evaluator of MPC cost.
+"""The cost model of encrypted inference (CrypTen 2PC): the one evaluator of MPC cost.
 
-``seconds = per_relu * relus + sum_l per_circa[l] * circa_l + per_mult * poly_mults
-          + per_mac * macs + per_round * rounds + per_inference * inferences``
+**Rounds and bytes are counted, not fitted.** They follow from the protocol CrypTen
+(and :mod:`mpc`) runs for each layer of the model's structure - the profile's ReLU
+sites plus its :class:`~pi_opt.layers.LayerProfile` s:
 
-and the same form for ``bytes`` (bytes sent per party; rounds carry no bytes). Circa
-costs are keyed by ``l`` (bits kept): the protocol's rounds and bytes depend on ``l``
-only, ``k`` changes the fault rate, not the cost. Max-pool comparisons are costed as
-exact ReLUs. The per-inference term absorbs input sharing, output reveal and
-interpreter overhead.
+============================  ======================================  ====================
+layer                         rounds                                  bytes sent per party
+============================  ======================================  ====================
+input sharing                 0 (pseudo-random zero shares)           0
+conv / linear / unfolded BN   1 (Beaver product, private weights)     8 * (B*input + weight)
+exact ReLU (n elements)       9 (A2B, 7 AND levels, B2A, multiply)    232 * n
+square (polynomial, n)        1                                       8 * n
+Circa, l bits kept (n)        3 + ceil(log2(l - 1))                   :func:`circa_bytes`
+max-pool (k*k window)         :func:`maxpool_cost` (57 for 3x3)       per output window
+reveal of the output (n)      1                                       4 * n
+============================  ======================================  ====================
 
-pi_opt only evaluates the model (numpy/pydantic; it never imports ``mpc`` or
-crypten): the search ranks candidates with :meth:`LatencyModel.predict` when
-``objective == "cost"``. Coefficients are fitted to real CrypTen measurements by
-:func:`mpc.latency_model.fit` (``bench/mpc_fit_latency.py``), which writes
-``configs/latency/crypten_cpu.json`` and the package copy
-``pi_opt/costmodels/crypten_cpu.json`` read by :func:`default_cost_model`.
+(bytes as CrypTen counts them for one party, divided by 2: what each party sends.) A
+site that mixes exact ReLU, squares and Circa runs the three sub-protocols in *shared*
+rounds (the rounds of the longest, not the sum), as the MPC backend executes them.
+With public weights linear layers are local (0 rounds, 0 bytes).
+
+**Only time is fitted** (seconds per batch on loopback, 1 thread per party)::
+
+    seconds = per_relu_s * relus + sum_l per_circa_s[l] * circa_l + per_mult_s * squares
+            + per_mac_s * macs + per_byte_s * bytes + per_round_s * rounds
+            + per_inference_s
+
+and on a link (:mod:`pi_opt.network`): ``+ rounds * RTT + bytes / bandwidth``.
+
+pi_opt only evaluates the model (never imports ``mpc`` or crypten): the search ranks
+candidates with :meth:`LatencyModel.predict` (``objective: cost``) or
+:meth:`LatencyModel.predict_network` (``objective: latency``). ``mpc.latency_model``
+builds the same :class:`CostCounts` from a lowered plan and fits the time coefficients
+(``bench/mpc_fit_latency.py`` writes ``configs/latency/crypten_cpu.json`` and the
+package copy ``pi_opt/costmodels/crypten_cpu.json`` read by :func:`default_cost_model`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pi_opt.circa import circa_rounds
-from pi_opt.profile import ModelProfile
+from pi_opt.circa import carry_levels, circa_rounds
+from pi_opt.layers import LayerProfile
+from pi_opt.network import NetworkProfile
+from pi_opt.profile import ModelProfile, SiteProfile
 
 #: Rounds of CrypTen's exact ReLU layer (A2B, 7 AND levels, B2A, multiply).
 RELU_ROUNDS = 9
@@ -35,9 +59,120 @@ RELU_ROUNDS = 9
 #: (package data) and kept identical to ``configs/latency/<name>``.
 DEFAULT_MODEL_FILE = "crypten_cpu.json"
 
+WeightsMode = Literal["private", "public"]
+
+# Protocol constants in *opened words*: one int64 opened in an exchange is counted by
+# CrypTen as 16 bytes (sent + received) for each party, i.e. 8 bytes sent per party.
+_WORD = 8.0
+_LTZ_WORDS = 27          # A2B adder: 2 (first AND) + 6 levels x 4, + 1 (B2A)
+_MUL_WORDS = 2           # Beaver product: open x - a and y - b
+_RELU_WORDS = _LTZ_WORDS + _MUL_WORDS
+_EQ_WORDS = 13           # 2PC equality: 6 AND levels x 2, + 1 (B2A)
+_RAND_WORDS = 16         # crypten.rand per row of weighted_index
+_LTZ_ROUNDS, _EQ_ROUNDS = 8, 7
+
+
+class Cost(BaseModel):
+    """Communication of one layer for a batch: ``rounds`` and ``bytes`` sent per party."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rounds: int = 0
+    bytes: float = 0.0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(rounds=self.rounds + other.rounds, bytes=self.bytes + other.bytes)
+
+
+def relu_cost(n: int) -> Cost:
+    """CrypTen's exact ReLU on ``n`` elements (0 elements: nothing)."""
+    return Cost(rounds=RELU_ROUNDS, bytes=_RELU_WORDS * _WORD * n) if n else Cost()
+
+
+def square_cost(n: int) -> Cost:
+    """Secure squares of ``n`` elements (one opening each)."""
+    return Cost(rounds=1, bytes=_WORD * n) if n else Cost()
+
+
+def circa_bytes(n: int, l: int) -> float:
+    """Bytes sent per party by the truncated-sign ReLU (:mod:`mpc.circa_sign`) on ``n``
+    elements keeping ``l`` bits: ``64 // l`` lanes packed per word through the carry
+    prefix, sign bits packed 64 per word for B2A, one Beaver product per element."""
+    if n == 0:
+        return 0.0
+    words = -(-n // (64 // l))
+    opened = 2 * words + 4 * carry_levels(l) * words + -(-n // 64) + _MUL_WORDS * n
+    return _WORD * opened
+
+
+def circa_cost(n: int, l: int) -> Cost:
+    return Cost(rounds=circa_rounds(l), bytes=circa_bytes(n, l)) if n else Cost()
+
+
+def beaver_cost(input_elements: int, weight_elements: int, *,
+                weights: WeightsMode = "private") -> Cost:
+    """A product with the server's weights: opens the input and the weight once."""
+    if weights == "public":
+        return Cost()
+    return Cost(rounds=1, bytes=_WORD * (input_elements + weight_elements))
+
+
+def maxpool_cost(windows: int, window: int) -> Cost:
+    """CrypTen's ``max_pool2d`` (``log_reduction``) over ``windows`` windows of
+    ``window`` elements: ``int(ln n)`` halving steps (compare + 2-product select), a
+    pairwise compare of the rest with a product tree, the max as a product with the
+    sampled one-hot, then the one-hot over the whole window (equality + sampling).
+    """
+    if windows == 0:
+        return Cost()
+    n, words, rounds = window, 0, 0
+    m = n
+    for _ in range(int(math.log(n))):
+        pairs = m // 2
+        words += pairs * (_LTZ_WORDS + 2 * _MUL_WORDS)
+        rounds += _LTZ_ROUNDS + 2
+        m = pairs + m % 2
+    rows = max(m, 2) - 1                         # pairwise: each element vs the others
+    words += _LTZ_WORDS * rows * m
+    rounds += _LTZ_ROUNDS
+    while rows > 1:                              # product of the comparisons
+        words += (rows // 2) * m * _MUL_WORDS
+        rows = rows // 2 + rows % 2
+        rounds += 1
+    sample = _RAND_WORDS + _MUL_WORDS             # weighted_index: r * max weight per row
+    words += sample + _LTZ_WORDS * m + _MUL_WORDS * m   # one-hot of the rest; max = x . one-hot
+    rounds += 1 + _LTZ_ROUNDS + 1 + 1
+    words += sample + _LTZ_WORDS * n             # one-hot over the whole window
+    rounds += 1 + _LTZ_ROUNDS + 1
+    words += _EQ_WORDS * n                       # one-hot of the max over the window
+    rounds += _EQ_ROUNDS
+    return Cost(rounds=rounds, bytes=_WORD * words * windows)
+
+
+def reveal_cost(n: int) -> Cost:
+    """The server's share of ``n`` output elements sent to the client (one reduce)."""
+    return Cost(rounds=1, bytes=_WORD * n / 2)
+
+
+def site_cost(site: SiteProfile, batch_size: int = 1) -> Cost:
+    """A ReLU site: exact ReLU, squares and Circa positions in shared rounds."""
+    parts = [relu_cost(site.relu * batch_size), square_cost(site.poly_mults * batch_size),
+             circa_cost(site.circa * batch_size, site.circa_l or 64)]
+    return Cost(rounds=max(p.rounds for p in parts), bytes=sum(p.bytes for p in parts))
+
+
+def layer_cost(layer: LayerProfile, batch_size: int = 1, *,
+               weights: WeightsMode = "private") -> Cost:
+    b = batch_size
+    if layer.kind == "linear":
+        return beaver_cost(layer.input_elements * b, layer.weight_elements, weights=weights)
+    if layer.kind == "max_pool":
+        return maxpool_cost(layer.output_elements * b, layer.window)
+    return relu_cost(layer.output_elements * b)
+
 
 class CostCounts(BaseModel):
-    """Cost drivers of one sample (per batch). Circa counts are keyed by ``l``."""
+    """Cost drivers of one batch. Circa counts are keyed by ``l``; ``bytes``: sent per
+    party; ``linear_rounds``: rounds of conv/linear/BN layers (the linear floor)."""
 
     model_config = ConfigDict(extra="forbid")
     relus: float = 0.0
@@ -45,11 +180,14 @@ class CostCounts(BaseModel):
     poly_mults: float = 0.0
     macs: float = 0.0
     rounds: float = 0.0
+    bytes: float = 0.0
     inferences: float = 0.0
+    linear_rounds: float = 0.0
+    linear_bytes: float = 0.0
 
 
 class LatencyModel(BaseModel):
-    """Fitted coefficients: seconds (and bytes sent per party) per unit of each driver."""
+    """Fitted time coefficients (seconds per unit of each driver, loopback)."""
 
     model_config = ConfigDict(extra="forbid")
     source: str = "unfitted"
@@ -57,13 +195,9 @@ class LatencyModel(BaseModel):
     per_circa_s: dict[int, float] = Field(default_factory=dict)
     per_mult_s: float = 0.0
     per_mac_s: float = 0.0
+    per_byte_s: float = 0.0
     per_round_s: float = 0.0
     per_inference_s: float = 0.0
-    per_relu_bytes: float = 0.0
-    per_circa_bytes: dict[int, float] = Field(default_factory=dict)
-    per_mult_bytes: float = 0.0
-    per_mac_bytes: float = 0.0
-    per_inference_bytes: float = 0.0
     meta: dict[str, Any] = Field(default_factory=dict)
 
     # ---- prediction ----------------------------------------------------------------
@@ -77,40 +211,43 @@ class LatencyModel(BaseModel):
         return fallback
 
     def predict_counts(self, c: CostCounts) -> float:
-        """Seconds per batch for the given drivers."""
+        """Seconds per batch on loopback for the given drivers."""
         return (self.per_relu_s * c.relus + self.per_mult_s * c.poly_mults
-                + self.per_mac_s * c.macs + self.per_round_s * c.rounds
-                + self.per_inference_s * c.inferences
+                + self.per_mac_s * c.macs + self.per_byte_s * c.bytes
+                + self.per_round_s * c.rounds + self.per_inference_s * c.inferences
                 + sum(self._circa_coef(self.per_circa_s, l, self.per_relu_s) * n
                       for l, n in c.circa.items()))
 
-    def predict_bytes_counts(self, c: CostCounts) -> float:
-        """Bytes sent per party per batch (rounds carry no bytes)."""
-        return (self.per_relu_bytes * c.relus + self.per_mult_bytes * c.poly_mults
-                + self.per_mac_bytes * c.macs + self.per_inference_bytes * c.inferences
-                + sum(self._circa_coef(self.per_circa_bytes, l, self.per_relu_bytes) * n
-                      for l, n in c.circa.items()))
-
     def predict(self, profile: ModelProfile, *, batch_size: int = 1,
-                rounds: int | None = None, linear_layers: int = 0) -> float:
-        """Online seconds per batch of ``batch_size`` for a pi_opt profile (loopback);
-        at the default ``batch_size=1``, seconds per sample.
+                weights: WeightsMode = "private") -> float:
+        """Online seconds per batch of ``batch_size`` on loopback (batch 1: per sample)."""
+        return self.predict_counts(counts_from_profile(profile, batch_size=batch_size,
+                                                       weights=weights))
 
-        See :func:`counts_from_profile` for ``rounds`` / ``linear_layers``; for ranking
-        candidates of one architecture the defaults suffice.
-        """
-        return self.predict_counts(counts_from_profile(
-            profile, batch_size=batch_size, rounds=rounds, linear_layers=linear_layers))
+    def predict_bytes(self, profile: ModelProfile, *, batch_size: int = 1,
+                      weights: WeightsMode = "private") -> float:
+        """Bytes sent per party per batch (counted from the protocol, not fitted)."""
+        return counts_from_profile(profile, batch_size=batch_size, weights=weights).bytes
 
-    def predict_bytes(self, profile: ModelProfile, *, batch_size: int = 1) -> float:
-        """Bytes sent per party per batch of ``batch_size`` for a pi_opt profile."""
-        return self.predict_bytes_counts(counts_from_profile(profile, batch_size=batch_size))
+    def predict_network(self, counts: CostCounts, network: NetworkProfile) -> float:
+        """Seconds per batch on ``network``: loopback time + rounds * RTT + bytes / bandwidth."""
+        return network.seconds(loopback_s=self.predict_counts(counts), rounds=counts.rounds,
+                               bytes_sent=counts.bytes)
 
-    def predict_network(self, counts: CostCounts, *, rtt_ms: float,
-                        bandwidth_mbps: float) -> float:
-        """``seconds + rounds * RTT + bytes / bandwidth`` for an emulated link."""
-        return (self.predict_counts(counts) + counts.rounds * rtt_ms * 1e-3
-                + self.predict_bytes_counts(counts) * 8.0 / (bandwidth_mbps * 1e6))
+    def predict_latency(self, profile: ModelProfile, network: NetworkProfile, *,
+                        batch_size: int = 1, weights: WeightsMode = "private") -> float:
+        """:meth:`predict_network` of a profile."""
+        return self.predict_network(
+            counts_from_profile(profile, batch_size=batch_size, weights=weights), network)
+
+    def linear_floor(self, profile: ModelProfile, network: NetworkProfile, *,
+                     batch_size: int = 1, weights: WeightsMode = "private") -> float:
+        """Seconds of ``profile`` with every ReLU site linearized (identity) and max-pools
+        kept: what no ReLU budget can go below (linear layers, input, output reveal)."""
+        bare = profile.model_copy(update={"sites": []})
+        c = counts_from_profile(bare, batch_size=batch_size, weights=weights)
+        return self.predict_network(c.model_copy(update={"relus": 0.0, "circa": {},
+                                                         "poly_mults": 0.0}), network)
 
     # ---- persistence ---------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -124,43 +261,62 @@ class LatencyModel(BaseModel):
 
 
 def estimate_rounds(profile: ModelProfile) -> int:
-    """Rounds of the non-linear layers of a profile (linear-layer rounds not included).
+    """Rounds of the ReLU sites of a profile (shared rounds within a site)."""
+    return sum(site_cost(s).rounds for s in profile.sites)
 
-    Per site, in execution order: exact ReLUs 9, polynomial squares 1, Circa
-    :func:`pi_opt.circa.circa_rounds` (``3 + ceil(log2(l - 1))``); identity-only sites 0.
+
+def structure_counts(sites: Iterable[SiteProfile], layers: Iterable[LayerProfile],
+                     output_elements: int, *, macs: int, batch_size: int = 1,
+                     weights: WeightsMode = "private") -> CostCounts:
+    """Cost drivers of one batch of a model given as sites + layers (per-sample counts).
+
+    The one place that turns structure into counts: profiles
+    (:func:`counts_from_profile`) and lowered MPC plans both come through here.
     """
-    total = 0
-    for s in profile.sites:
-        if s.relu:
-            total += RELU_ROUNDS
-        if s.poly_mults:
-            total += 1
-        if s.circa:
-            total += circa_rounds(s.circa_l or 64)
-    return total
+    b = batch_size
+    total = reveal_cost(output_elements * b)
+    linear = Cost()
+    relus = 0
+    circa: dict[int, float] = {}
+    squares = 0
+    for site in sites:
+        total = total + site_cost(site, b)
+        relus += site.relu * b
+        squares += site.poly_mults * b
+        if site.circa:
+            l = site.circa_l or 64
+            circa[l] = circa.get(l, 0.0) + site.circa * b
+    for layer in layers:
+        cost = layer_cost(layer, b, weights=weights)
+        total = total + cost
+        if layer.kind == "linear":
+            linear = linear + cost
+        elif layer.kind == "relu":
+            relus += layer.output_elements * b
+        else:
+            relus += layer.output_elements * b * (layer.window - 1)
+    return CostCounts(relus=float(relus), circa=circa, poly_mults=float(squares),
+                      macs=float(macs * b), rounds=float(total.rounds), bytes=total.bytes,
+                      inferences=1.0, linear_rounds=float(linear.rounds),
+                      linear_bytes=linear.bytes)
 
 
 def counts_from_profile(profile: ModelProfile, *, batch_size: int = 1,
-                        rounds: int | None = None, linear_layers: int = 0) -> CostCounts:
-    """Cost drivers of one batch.
+                        weights: WeightsMode = "private") -> CostCounts:
+    """Cost drivers of one batch of a profiled model.
 
-    ``rounds`` defaults to :func:`estimate_rounds` plus ``linear_layers`` (one Beaver
-    round per conv/linear/standalone-BN layer with private weights; a profile does not
-    list them) plus 1 for revealing the output. ``mpc.latency_model.plan_counts``
-    counts exactly from a lowered plan.
+    A profile without layer structure (a model fx cannot trace, or one saved before
+    profiles carried it) counts its sites, max-pool comparisons as exact ReLUs and one
+    output reveal of 0 elements: a lower bound.
     """
-    circa: dict[int, float] = {}
-    for s in profile.sites:
-        if s.circa:
-            l = s.circa_l or 64
-            circa[l] = circa.get(l, 0.0) + s.circa * batch_size
-    return CostCounts(
-        relus=float((profile.exact_relus + profile.maxpool_comparisons) * batch_size),
-        circa=circa, poly_mults=float(profile.poly_mults * batch_size),
-        macs=float(profile.macs * batch_size),
-        rounds=float(estimate_rounds(profile) + linear_layers + 1 if rounds is None else rounds),
-        inferences=1.0,
-    )
+    if profile.layers is None:
+        c = structure_counts(profile.sites, [], 0, macs=profile.macs,
+                             batch_size=batch_size, weights=weights)
+        extra = profile.maxpool_comparisons * batch_size
+        return c.model_copy(update={"relus": c.relus + extra,
+                                    "bytes": c.bytes + relu_cost(extra).bytes})
+    return structure_counts(profile.sites, profile.layers, profile.output_elements or 0,
+                            macs=profile.macs, batch_size=batch_size, weights=weights)
 
 
 # ---- the committed fit -----------------------------------------------------------------
@@ -170,20 +326,15 @@ def counts_from_profile(profile: ModelProfile, *, batch_size: int = 1,
 _COMMITTED: dict[str, Any] = {
     "source": "bench/mpc_fit_latency.py (crypten 0.4.1, TFP, private weights, CPU loopback, "
               "1 thread/party)",
-    "per_relu_s": 1.6898171710328965e-6,
-    "per_circa_s": {4: 2.0219444644620642e-7, 8: 2.4175391573335495e-7,
-                    16: 4.0795150803489004e-7, 32: 1.3387532743117425e-6,
-                    64: 3.261964623596955e-6},
-    "per_mult_s": 1.1036711928669893e-7,
-    "per_mac_s": 9.731725659355485e-10,
-    "per_round_s": 0.0031183770711443563,
-    "per_inference_s": 0.04879264561998255,
-    "per_relu_bytes": 231.88006682372153,
-    "per_circa_bytes": {4: 21.12504, 8: 30.12504, 16: 52.12504, 32: 104.12503999999979,
-                        64: 224.1250400000023},
-    "per_mult_bytes": 8.000000000000007,
-    "per_mac_bytes": 0.04772977382974277,
-    "per_inference_bytes": 5068302.7883815905,
+    "per_relu_s": 0.0,
+    "per_circa_s": {4: 4.052829755545245e-08, 8: 7.636309912305699e-09,
+                    16: 0.0, 32: 4.892354803896116e-07,
+                    64: 1.4074025613035907e-06},
+    "per_mult_s": 4.6317399396413e-08,
+    "per_mac_s": 5.670621018609894e-10,
+    "per_byte_s": 8.401737040008533e-09,
+    "per_round_s": 0.002801959428166202,
+    "per_inference_s": 0.029120763119618805,
 }
 
 
@@ -208,6 +359,8 @@ def default_cost_model() -> LatencyModel:
 
 
 __all__ = [
-    "DEFAULT_MODEL_FILE", "RELU_ROUNDS", "CostCounts", "LatencyModel", "circa_rounds",
-    "counts_from_profile", "default_cost_model", "default_model_text", "estimate_rounds",
+    "DEFAULT_MODEL_FILE", "RELU_ROUNDS", "Cost", "CostCounts", "LatencyModel", "WeightsMode",
+    "beaver_cost", "circa_bytes", "circa_cost", "circa_rounds", "counts_from_profile",
+    "default_cost_model", "default_model_text", "estimate_rounds", "layer_cost",
+    "maxpool_cost", "relu_cost", "reveal_cost", "site_cost", "square_cost", "structure_counts",
 ]

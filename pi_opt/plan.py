@@ -34,6 +34,7 @@ from pi_opt.data import DatasetSpec
 from pi_opt.errors import ConfigError
 from pi_opt.profile import profile_model
 from pi_opt.search._config import SearchConfig
+from pi_opt.search._study import harvesting
 from pi_opt.techniques import TECHNIQUES
 from pi_opt.techniques.base import PlanInputs, PlannedPhase
 from pi_opt.training import TrainConfig, resolve_device
@@ -330,8 +331,7 @@ def _chain_plans(config: SearchConfig, data: DataPlan, timing: TimingPlan | None
         phases: list[PhasePlan] = []
         for name in c.chain:
             tech = TECHNIQUES.get(name)(**c.params.get(name, {}))
-            harvest = (config.harvest and len(c.chain) == 1
-                       and "harvest_budgets" in tech.Config.model_fields)
+            harvest = harvesting(c, config)
             inputs = PlanInputs(finetune=config.finetune, stages=stages,
                                 budgets_per_trial=n_budgets if harvest else 1)
             for p in tech.plan_phases(inputs):
@@ -344,12 +344,13 @@ def _chain_plans(config: SearchConfig, data: DataPlan, timing: TimingPlan | None
         per_epochs = sum(p.epochs for p in phases if p.kind == "train")
         per_images = _sum([p.images for p in phases if p.kind == "train"])
         per_s = _sum([p.seconds for p in phases])
+        n_trials = 1 if harvesting(c, config) else n_budgets  # one descent answers all
         chains.append(ChainPlan(
-            chain=list(c.chain), trials=n_budgets, phases=phases, epochs_per_trial=per_epochs,
+            chain=list(c.chain), trials=n_trials, phases=phases, epochs_per_trial=per_epochs,
             images_per_trial=per_images, seconds_per_trial=per_s,
-            total_epochs=per_epochs * n_budgets,
-            total_images=None if per_images is None else per_images * n_budgets,
-            total_seconds=None if per_s is None else per_s * n_budgets))
+            total_epochs=per_epochs * n_trials,
+            total_images=None if per_images is None else per_images * n_trials,
+            total_seconds=None if per_s is None else per_s * n_trials))
     return chains, list(shared.values())
 
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from pi_opt.activations import Kind, MixedActivation
+from pi_opt.layers import LayerProfile, protocol_layers
 from pi_opt.sites import is_prepared, iter_sites, prepare_sites, stage_of
 
 
@@ -62,6 +63,11 @@ class ModelProfile(BaseModel):
     maxpool_comparisons: int
     macs: int
     sites: list[SiteProfile]
+    #: communicating non-site layers (conv/linear/unfolded BN, max-pool, functional
+    #: ReLU) in execution order; None for a model fx cannot trace (or an old profile)
+    layers: list[LayerProfile] | None = None
+    #: per-sample elements of the output (revealed to the client); None as ``layers``
+    output_elements: int | None = None
 
     def by_stage(self) -> dict[str, int]:
         """Kept ReLUs (exact + Circa) per stage."""
@@ -139,6 +145,8 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelProfil
         for h in handles:
             h.remove()
     sites = [_site_profile(n, s) for n, s in iter_sites(model)]
+    structure = protocol_layers(model.eval(), tuple(input_shape))
+    model.train(was_training)
     return ModelProfile(
         relus=sum(s.kept for s in sites),
         exact_relus=sum(s.relu for s in sites),
@@ -150,6 +158,8 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelProfil
         maxpool_comparisons=pool_cmp,
         macs=macs,
         sites=sites,
+        layers=structure[0] if structure else None,
+        output_elements=structure[1] if structure else None,
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from pi_opt.errors import UnknownNameError
@@ -34,7 +35,8 @@ class Registry(Generic[T]):
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "none"
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; known: {known}", name=name, known=sorted(self._entries)
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)}; known: {known}",
+                name=name, known=sorted(self._entries)
             ) from None
 
     def names(self) -> list[str]:
@@ -45,3 +47,9 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to ``name``, else ``""``."""
+    close = difflib.get_close_matches(name.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

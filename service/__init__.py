@@ -2,7 +2,7 @@
 
 Embedded by default (SQLite + an in-process supervisor); scaled out on PostgreSQL with
 procrastinate workers. Entry points: ``create_app(settings)``, ``pi-opt serve`` /
-``pi-opt worker`` (``service.cli.register``), ``python -m service serve``.
+``pi-opt worker`` (``service.cli.add_commands``), ``python -m service serve``.
 Attributes are imported lazily so that job processes importing ``service.jobrunner``
 do not pay for FastAPI.
 """

@@ -1,10 +1,10 @@
-"""``python -m service serve|worker|keys``."""
+"""``python -m service serve|worker|keys|openapi`` is ``pi-opt serve|worker|...``."""
 
 from __future__ import annotations
 
 import sys
 
-from service.cli import main
+from pi_opt_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

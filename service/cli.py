@@ -1,7 +1,8 @@
 """Command line: ``serve``, ``worker``, ``keys`` and ``openapi`` subcommands.
 
-``add_commands(subparsers)`` adds them to the ``pi-opt`` CLI; ``python -m service`` works
-too. Options override ``PI_OPT_*`` environment variables.
+``add_commands(subparsers)`` adds them to the ``pi-opt`` CLI (composed in :mod:`pi_opt_cli`);
+``python -m service ...`` is ``pi-opt ...``.
+Options override ``PI_OPT_*`` environment variables.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -54,16 +54,13 @@ def add_commands(subparsers: Any) -> None:
     _common(keys)
     sub = keys.add_subparsers(dest="keys_cmd", required=True)
     create = sub.add_parser("create", help="create a key and print it once")
-    create.add_argument("--name", default="cli")
+    create.add_argument("--name", default="cli", help="a label for the key")
     create.add_argument("--expires-in", metavar="DURATION", type=_duration,
                         help="valid for this long: 3600s, 90m, 12h, 30d (default: no expiry)")
     sub.add_parser("list", help="list keys (id, name, prefix, state, expiry)")
     revoke = sub.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", help="id printed by `pi-opt keys create` / `list`")
     keys.set_defaults(func=cmd_keys)
-
-
-register = add_commands    # the name earlier versions exported
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -91,7 +88,9 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise SystemExit(f"pi-opt: invalid settings:\n{exc}") from None
+        from pi_opt.console import ConfigFileError, validation_lines
+
+        raise ConfigFileError(validation_lines(exc, "settings", Settings)) from None
 
 
 def _logging(level: str) -> None:
@@ -186,10 +185,3 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(f"error: no active key {args.key_id}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)

@@ -14,6 +14,8 @@ from pi_opt.activations import Kind
 from pi_opt.artifacts import ArchSpec, ModelSpec, load_artifact
 from pi_opt.circa import circa_rounds
 from pi_opt.costmodel import LatencyModel, counts_from_profile, default_cost_model
+from pi_opt.models import create_model, list_models
+from pi_opt.network import resolve_network
 from pi_opt.profile import ModelProfile, SiteProfile, profile_model
 from pi_opt.search import SearchConfig, run_search
 from pi_opt.sites import iter_sites, materialize_all, prepare_sites
@@ -56,24 +58,95 @@ def test_circa_round_formula() -> None:
 
 def test_predict_equals_hand_computed_formula() -> None:
     m = LatencyModel(per_relu_s=2e-6, per_circa_s={8: 3e-7, 16: 5e-7}, per_mult_s=1e-7,
-                     per_mac_s=1e-9, per_round_s=3e-3, per_inference_s=0.05,
-                     per_relu_bytes=230.0, per_circa_bytes={8: 30.0, 16: 52.0},
-                     per_mult_bytes=8.0, per_mac_bytes=0.05, per_inference_bytes=1000.0)
-    prof = _profile()
-    rounds = (9 + 1) + 6 + (9 + 7) + 0 + 1  # sites + output reveal
+                     per_mac_s=1e-9, per_byte_s=1e-8, per_round_s=3e-3, per_inference_s=0.05)
+    prof = _profile()  # no layer structure: sites + max-pool comparisons as ReLUs
+    # shared rounds per site: max(9, 1), 6, max(9, 7), 0; + output reveal
+    rounds = 9 + 6 + 9 + 0 + 1
+    circa_b = cm.circa_bytes(50, 8) + cm.circa_bytes(40, 16)
+    nbytes = 232 * (130 + 12) + 8 * 20 + circa_b
+    assert cm.circa_bytes(40, 16) == 8 * (2 * 10 + 4 * 4 * 10 + 1 + 2 * 40)
     expected = (2e-6 * (130 + 12) + 3e-7 * 50 + 5e-7 * 40 + 1e-7 * 20 + 1e-9 * 10_000
-                + 3e-3 * rounds + 0.05)
+                + 1e-8 * nbytes + 3e-3 * rounds + 0.05)
     assert cm.estimate_rounds(prof) == rounds - 1
+    c1 = counts_from_profile(prof)
+    assert (c1.rounds, c1.bytes) == (rounds, pytest.approx(nbytes))
     assert m.predict(prof) == pytest.approx(expected, rel=1e-12)
     c2 = counts_from_profile(prof, batch_size=2)
-    assert m.predict(prof, batch_size=2) == pytest.approx(
-        2 * (expected - 3e-3 * rounds - 0.05) + 3e-3 * rounds + 0.05, rel=1e-12)
     assert c2.rounds == rounds and c2.circa == {8: 100.0, 16: 80.0}
-    assert m.predict_bytes(prof) == pytest.approx(
-        230.0 * 142 + 30.0 * 50 + 52.0 * 40 + 8.0 * 20 + 0.05 * 10_000 + 1000.0, rel=1e-12)
+    assert m.predict_bytes(prof, batch_size=2) == c2.bytes
     # an unmeasured l falls back to the nearest measured one, no table to the ReLU's
     assert m.predict_counts(cm.CostCounts(circa={32: 10.0})) == pytest.approx(5e-7 * 10)
     assert LatencyModel(per_relu_s=1.0).predict_counts(cm.CostCounts(circa={8: 3.0})) == 3.0
+    wan = resolve_network("wan")
+    assert m.predict_network(c1, wan) == pytest.approx(
+        expected + rounds * 0.05 + nbytes * 8 / 100e6, rel=1e-12)
+
+
+def test_protocol_costs_match_crypten_counts() -> None:
+    """Per-layer rounds / bytes as CrypTen 0.4.1 counted them (2-party probes of
+    max_pool2d, relu, square, conv; bytes here are sent per party = counted / 2)."""
+    probes = {(4, 8): (46, 47360), (4, 96): (46, 568320), (9, 32): (57, 428544),
+              (9, 16): (57, 214272), (16, 4): (58, 96256), (25, 4): (68, 137152),
+              (1, 16): (36, 33792), (2, 8): (36, 29184)}  # (window, windows): (rounds, counted)
+    for (window, windows), (rounds, counted) in probes.items():
+        c = cm.maxpool_cost(windows, window)
+        assert (c.rounds, 2 * c.bytes) == (rounds, counted), (window, windows)
+    assert cm.relu_cost(1000) == cm.Cost(rounds=9, bytes=232_000)
+    assert cm.square_cost(10) == cm.Cost(rounds=1, bytes=80)
+    # Conv2d(64, 64, 3) on 1x64x32x32: 1.64 MB counted (crypten.md 2.3)
+    assert 2 * cm.beaver_cost(64 * 32 * 32, 64 * 64 * 9).bytes == 16 * (65536 + 36864)
+    assert cm.beaver_cost(10, 10, weights="public") == cm.Cost()
+    assert cm.reveal_cost(15) == cm.Cost(rounds=1, bytes=60)
+
+
+#: Small constructor arguments per registered architecture (a new architecture must
+#: add an entry: the test below fails for a missing one).
+SMALL_ARCHS: dict[str, dict] = {
+    "hybrenet": {"base_width": 2, "multipliers": (1, 1, 1), "blocks": (1, 1, 1, 1)},
+    "resnet": {"widths": (4, 8, 8), "stem_relu": True},
+    "resnet18": {"width_mult": 0.0625},
+    "resnet34": {"width_mult": 0.0625},
+    "resnet_mini": {"widths": (4, 8, 8), "in_channels": 3},
+    "vgg16": {"width_mult": 0.0625, "pool": "max"},
+    "wrn": {"depth": 10, "widen": 1},
+    "wrn22_8": {},  # fixed widths: profiled on 8x8 inputs
+}
+
+
+def _mixed_sites(model: torch.nn.Module, shape: tuple[int, ...], seed: int) -> None:
+    """Random exact / poly / Circa / identity kinds, element or channel granularity."""
+    g = torch.Generator().manual_seed(seed)
+    materialize_all(model, torch.zeros(1, *shape),
+                    granularity="channel" if seed % 2 else "element")
+    for _, site in iter_sites(model):
+        site.set_kinds(torch.randint(0, 4, site.kinds.shape, generator=g).to(torch.int8))
+        site.set_poly(torch.randn(site.input_shape[0], 3, generator=g))
+        site.set_circa(4, (8, 16)[seed % 2])
+
+
+@pytest.mark.parametrize("name", sorted(list_models()))
+def test_profile_and_plan_agree_on_every_architecture(name: str) -> None:
+    from mpc.latency_model import plan_counts
+    from mpc.lowering import lower
+
+    assert name in SMALL_ARCHS, f"add small kwargs for {name!r} to SMALL_ARCHS"
+    shape = (3, 8, 8) if name == "wrn22_8" else (3, 32, 32)
+    torch.manual_seed(0)
+    model = prepare_sites(create_model(name, **SMALL_ARCHS[name])).eval()
+    for variant in ("all_relu", "mixed"):
+        if variant == "mixed":
+            _mixed_sites(model, shape, seed=len(name))
+        prof, plan = profile_model(model, shape), lower(model, shape)
+        assert prof.layers is not None
+        for batch, weights in ((1, "private"), (8, "private"), (1, "public")):
+            p = counts_from_profile(prof, batch_size=batch, weights=weights)
+            q = plan_counts(plan, batch_size=batch, weights=weights)
+            assert p.rounds == q.rounds, (variant, batch, weights)
+            assert p.bytes == pytest.approx(q.bytes, rel=0.05), (variant, batch, weights)
+            assert (p.relus, p.circa, p.poly_mults, p.macs) == (q.relus, q.circa,
+                                                                q.poly_mults, q.macs)
+        linear = sum(op.kind in ("conv", "linear", "affine") for op in plan.ops)
+        assert p.linear_rounds == 0 and q.rounds >= linear + 1
 
 
 def test_shipped_fit_loads_and_prefers_fewer_relus() -> None:
@@ -104,7 +177,7 @@ def test_shipped_fit_loads_and_prefers_fewer_relus() -> None:
 def test_no_file_falls_back_to_committed_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cm, "default_model_text", lambda: None)
     fallback = cm.default_cost_model()
-    assert fallback.per_relu_s == LatencyModel.load(CONFIG_JSON).per_relu_s > 0
+    assert fallback.per_round_s == LatencyModel.load(CONFIG_JSON).per_round_s > 0
 
 
 def _module_level(tree: ast.AST):

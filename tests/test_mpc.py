@@ -29,7 +29,7 @@ from mpc.circa_sign import (
     unpack_bits,
     unpack_sign_bits,
 )
-from mpc.config import NETWORK_PRESETS, MpcConfig, NetworkConfig
+from mpc.config import NETWORK_PRESETS, MpcConfig, NetworkConfig, link_estimates
 from mpc.errors import LoweringError, MpcUnavailable, PartyFailed, PartyTimeout
 from mpc.latency_model import (
     CostCounts,
@@ -193,48 +193,52 @@ def test_circa_packing_helpers() -> None:
 
 def test_config_and_network_estimate() -> None:
     assert MpcConfig(network="wan").network == NETWORK_PRESETS["wan"]
-    with pytest.raises(ValueError, match="preset"):
+    with pytest.raises(ValueError, match="unknown network profile"):
         MpcConfig(network="moon")
+    with pytest.raises(ValueError, match="bandwidth_mbps must be a finite number > 0"):
+        MpcConfig(network={"rtt_ms": 5, "bandwidth_mbps": 0})
+    with pytest.raises(ValueError, match="emulate_network needs a network"):
+        MpcConfig(emulate_network=True)
     with pytest.raises(ValueError):
         MpcConfig(repeat=3)  # typo: extra fields are refused
     net = NetworkConfig(rtt_ms=10.0, bandwidth_mbps=80.0)
     # 0.2 s + 20 rounds * 10 ms + 1e6 B * 8 / 80e6 b/s
-    assert net.estimate(seconds=0.2, rounds=20, bytes_per_party=10**6) == pytest.approx(0.5)
+    assert net.seconds(loopback_s=0.2, rounds=20, bytes_sent=10**6) == pytest.approx(0.5)
+    emu = MpcConfig(network=net, emulate_network=True)
+    assert emu.link == (10.0, 80.0)
+    est = link_estimates(emu, latency_s=0.5, rounds=20, bytes_sent=10**6)
+    assert est["loopback"] == pytest.approx(0.2) and est["configured"] == 0.5
 
 
 def test_latency_model_fits_synthetic_data_exactly(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     truth = LatencyModel(per_relu_s=3.5e-6, per_circa_s={8: 0.6e-6, 16: 1.1e-6},
-                         per_mult_s=0.2e-6, per_mac_s=2e-9, per_round_s=3e-3,
-                         per_inference_s=0.02, per_relu_bytes=232.0,
-                         per_circa_bytes={8: 30.0, 16: 52.0}, per_mult_bytes=8.0,
-                         per_mac_bytes=0.01, per_inference_bytes=500.0)
+                         per_mult_s=0.2e-6, per_mac_s=2e-9, per_byte_s=5e-9, per_round_s=3e-3,
+                         per_inference_s=0.02)
     samples = []
     for _ in range(40):
         c = CostCounts(relus=float(rng.integers(0, 10**5)),
                        circa={8: float(rng.integers(0, 10**5)), 16: float(rng.integers(0, 10**5))},
                        poly_mults=float(rng.integers(0, 10**5)), macs=float(rng.integers(0, 10**8)),
+                       bytes=float(rng.integers(0, 10**8)),
                        rounds=float(rng.integers(1, 200)), inferences=float(rng.integers(0, 2)))
-        samples.append(CostSample(**c.model_dump(), seconds=truth.predict_counts(c),
-                                  bytes=truth.predict_bytes_counts(c)))
+        samples.append(CostSample(**c.model_dump(), seconds=truth.predict_counts(c)))
     fitted = fit(samples, meta={"source": "synthetic"})
-    for field in ("per_relu_s", "per_mult_s", "per_mac_s", "per_round_s", "per_inference_s",
-                  "per_relu_bytes", "per_mult_bytes", "per_mac_bytes", "per_inference_bytes"):
+    for field in ("per_relu_s", "per_mult_s", "per_mac_s", "per_byte_s", "per_round_s",
+                  "per_inference_s"):
         assert getattr(fitted, field) == pytest.approx(getattr(truth, field), rel=1e-6), field
     for l in (8, 16):
         assert fitted.per_circa_s[l] == pytest.approx(truth.per_circa_s[l], rel=1e-6)
-    # profile-based prediction = counts-based prediction; JSON round trip is exact
+    # profile-based prediction = plan-based prediction; JSON round trip is exact
     model = _reduced(_tiny(), seed=2)
     prof = profile_model(model, TINY.input_shape)
     c = counts_from_profile(prof, batch_size=2)
     assert c.relus == 2 * prof.exact_relus and c.circa == {16: 2.0 * prof.circa_relus}
-    assert estimate_rounds(prof) == 7 * (9 + 1 + 7)  # 7 sites: ReLU + square + Circa(l=16)
-    assert c.rounds == estimate_rounds(prof) + 1  # + output reveal
+    assert estimate_rounds(prof) == 7 * 9  # 7 sites: ReLU + square + Circa in shared rounds
+    assert c.rounds == estimate_rounds(prof) + 10 + 1  # + 9 conv + 1 fc (BN folded) + reveal
     plan = lower(model, TINY.input_shape)
     pc = plan_counts(plan, batch_size=2)
-    assert pc.rounds == c.rounds + 10  # 9 conv + 1 fc Beaver rounds (BN folded)
-    assert (pc.relus, pc.circa, pc.poly_mults, pc.macs) == (c.relus, c.circa, c.poly_mults,
-                                                              c.macs)
+    assert pc == c
     assert fitted.predict(prof, batch_size=2) == pytest.approx(truth.predict_counts(c), rel=1e-6)
     fitted.save(tmp_path / "lat.json")
     assert LatencyModel.load(tmp_path / "lat.json") == fitted
@@ -270,7 +274,8 @@ def test_encrypted_matches_plaintext(measured: dict) -> None:
     assert m.plaintext_agreement == 1.0
     assert m.max_logit_error is not None and 0 < m.max_logit_error <= LOGIT_BOUND
     assert m.rounds == plan_rounds(lower(model, TINY.input_shape)) == 7 * 9 + 10 + 1
-    assert m.bytes_per_party > 0 and m.latency_s > 0
+    assert m.bytes_per_party == plan_counts(lower(model, TINY.input_shape)).bytes > 0
+    assert m.latency_s > 0
     assert m.latency_linear_s and m.latency_nonlinear_s
     assert m.latency_linear_s + m.latency_nonlinear_s <= m.latency_s * 1.01
     assert m.bytes_linear + m.bytes_nonlinear <= m.bytes_per_party
@@ -296,8 +301,11 @@ def test_reduced_model_matches_plaintext(measured: dict) -> None:
     assert rep.counts["relu"] == prof.exact_relus and rep.counts["circa"] == prof.circa_relus
     mixed = [o for o in rep.ops if o.kind == "mixed"]
     assert len(mixed) == 7 and all(o.circa_k == 4 and o.circa_l == 16 for o in mixed)
-    assert all(o.rounds == 9 + 1 + 7 for o in mixed)  # exact ReLU + square + truncated sign
-    assert rep.measurement.rounds == plan_rounds(lower(model, TINY.input_shape))
+    # exact ReLU + square + truncated sign in shared rounds: max(9, 1, 7), not 9 + 1 + 7
+    assert all(o.rounds == 9 for o in mixed)
+    counted = plan_counts(lower(model, TINY.input_shape))
+    assert rep.measurement.rounds == counted.rounds
+    assert rep.measurement.bytes_per_party == counted.bytes
 
 
 def test_subset_relu_does_proportionally_less_work(measured: dict) -> None:
@@ -399,6 +407,48 @@ def test_hung_party_times_out() -> None:
     assert time.monotonic() - t0 < 25
 
 
+def test_unseen_architecture_costs_as_counted(tmp_path: Path) -> None:
+    """VGG with max-pool (not in the latency fit), batch 2: measured rounds and bytes
+    equal the counts of the profile (what the search uses) and of the lowered plan."""
+    from mpc.crypten_backend import CryptenBackend
+
+    spec = ModelSpec(arch=ArchSpec(name="vgg16", kwargs={"width_mult": 0.0625, "pool": "max"}),
+                     input_shape=(3, 32, 32), num_classes=10)
+    torch.manual_seed(0)
+    model = _randomize(prepare_sites(spec.build()), 0)
+    materialize_all(model, torch.zeros(1, *spec.input_shape), granularity="channel")
+    _reduced(model, seed=4)
+    save_artifact(model, spec, tmp_path / "vgg")
+    rep = CryptenBackend().measure_report(
+        tmp_path / "vgg", samples=2,
+        config=MpcConfig(repeats=1, warmup=0, batch_size=2, timeout_s=400))
+    m = rep.measurement
+    prof = load_artifact(tmp_path / "vgg").manifest.profile
+    counted = counts_from_profile(prof, batch_size=2)
+    assert counted == plan_counts(lower(model, spec.input_shape), batch_size=2)
+    assert m.rounds == counted.rounds and m.bytes_per_party == counted.bytes
+    assert [o.rounds for o in rep.ops if o.kind == "max_pool"] == [46] * 5  # 2x2 windows
+    assert m.plaintext_agreement is not None and m.max_logit_error <= LOGIT_BOUND
+
+
+def test_emulated_wan_measurement(measured: dict) -> None:
+    """The emulated link adds at least rounds x RTT + bytes / bandwidth to the measured
+    latency and no more than that plus the loopback latency's noise."""
+    from mpc.crypten_backend import CryptenBackend
+
+    net = NetworkConfig(rtt_ms=20.0, bandwidth_mbps=50.0)
+    rep = CryptenBackend().measure_report(
+        measured["root"] / "plain", samples=2,
+        config=MpcConfig(network=net, emulate_network=True, repeats=1, timeout_s=240))
+    m, loop = rep.measurement, measured["reports"]["plain"].measurement
+    assert m.network_emulated and m.rounds == loop.rounds
+    link_s = net.network_s(rounds=m.rounds, bytes_sent=m.bytes_per_party)
+    assert link_s > 1.0  # 75 rounds x 20 ms
+    assert m.latency_s >= link_s
+    assert m.latency_s <= link_s + 3 * loop.latency_s + 0.5
+    assert rep.estimated_s == m.latency_s and m.plaintext_agreement == 1.0
+
+
 def test_ttp_with_public_weights(measured: dict) -> None:
     from mpc.crypten_backend import CryptenBackend
 
@@ -426,12 +476,12 @@ def test_cli_demo_and_measure(measured: dict, tmp_path: Path) -> None:
 
 
 def test_cli_and_make_measure_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mpc.cli import main
     from mpc.measure import make_measure
+    from pi_opt_cli import main
 
-    # forwarded form ``pi-opt mpc measure ...``; fails before any party starts
+    # ``pi-opt mpc measure ...``; fails before any party starts
     assert main(["mpc", "measure", str(tmp_path / "missing")]) == 2
-    assert "invalid-model" in capsys.readouterr().err
+    assert "artifact manifest not found" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="repeat"):
         make_measure({"repeat": 2})
     with pytest.raises(ConfigError, match="samples"):

@@ -33,7 +33,10 @@ def test_front_report_and_resume(tmp_path) -> None:
     events: list[dict] = []
     report = run_search(cfg, workdir=tmp_path, progress=events.append)
     grid = [p for p in report.points if p.harvested_from is None]
-    assert len(grid) == 4  # one per (chain, budget)
+    assert len(grid) == 3  # one per (chain, budget); SNL: one descent for both budgets
+    assert len(report.points) == 4
+    assert {(p.chain[0], p.budget) for p in report.points} == {
+        (c, b) for c in ("deepreduce", "snl") for b in report.budgets}
     for p in report.points:
         assert p.relus <= p.budget
         art = load_artifact(tmp_path / p.artifact)
@@ -131,24 +134,24 @@ def test_bad_configs_are_rejected() -> None:
 def test_cli_errors_and_baseline_accuracy(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("techniques: [nope]\n")
-    r = subprocess.run([sys.executable, "-m", "pi_opt.cli", "optimize", "--config", str(bad)],
+    r = subprocess.run([sys.executable, "-m", "pi_opt_cli", "optimize", "--config", str(bad)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown technique" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "pi_opt.cli", "count", "--arch", "resnet18"],
+    r = subprocess.run([sys.executable, "-m", "pi_opt_cli", "count", "--arch", "resnet18"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "ReLUs per sample: 491520" in r.stdout
     for forwarded in ("serve", "mpc"):  # options reach the optional packages' CLIs
-        r = subprocess.run([sys.executable, "-m", "pi_opt.cli", forwarded, "--help"],
+        r = subprocess.run([sys.executable, "-m", "pi_opt_cli", forwarded, "--help"],
                            capture_output=True, text=True)
         assert r.returncode == 0 and "usage:" in r.stdout, (forwarded, r.stderr)
     # The digits baseline of the quick config reaches >= 97% test accuracy on CPU.
-    r = subprocess.run([sys.executable, "-m", "pi_opt.cli", "train", "--arch", "resnet_mini",
+    r = subprocess.run([sys.executable, "-m", "pi_opt_cli", "train", "--arch", "resnet_mini",
                         "--kwargs", '{"widths": [8, 16, 32]}', "--epochs", "15",
                         "--out", str(tmp_path / "bl")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["test_accuracy"] >= 0.97, out
-    r = subprocess.run([sys.executable, "-m", "pi_opt.cli", "count", str(tmp_path / "bl" / "baseline")],
+    r = subprocess.run([sys.executable, "-m", "pi_opt_cli", "count", str(tmp_path / "bl" / "baseline")],
                        capture_output=True, text=True)
     assert f"ReLUs per sample: {out['relus']}" in r.stdout
 

@@ -293,7 +293,7 @@ def test_keys_cli_create_list_revoke_with_expiry(srv: dict[str, Any]) -> None:
     env = service_env(srv["data_dir"])
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "service", "keys", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "pi_opt_cli", "keys", *args], env=env,
                               cwd=REPO, capture_output=True, text=True, timeout=120)
 
     made = cli("create", "--name", "short", "--expires-in", "3s")

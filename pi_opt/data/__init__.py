@@ -12,6 +12,7 @@ from __future__ import annotations
 from pi_opt.data._archive import extract_archive
 from pi_opt.data._augment import Augment, make_augment
 from pi_opt.data._bundle import DataBundle
+from pi_opt.data._images import PixelSplit, StreamingImages
 from pi_opt.data._loader import (
     DATA_FORMAT_VERSION,
     dataset_fingerprint,
@@ -19,11 +20,15 @@ from pi_opt.data._loader import (
     load_dataset,
 )
 from pi_opt.data._spec import DatasetKind, DatasetSpec
+from pi_opt.data._streamed import STREAM_ABOVE_BYTES
 
 __all__ = [
     "DATA_FORMAT_VERSION",
     "Augment",
     "DataBundle",
+    "PixelSplit",
+    "STREAM_ABOVE_BYTES",
+    "StreamingImages",
     "DatasetKind",
     "DatasetSpec",
     "dataset_fingerprint",

@@ -56,9 +56,11 @@ def make_augment(kind: str, input_shape: tuple[int, int, int], enabled: bool = T
 
     * digits: shift by up to ``max(1, H // 8)`` pixels (replicate padding), no flip
       (mirrored digits change meaning);
-    * cifar10 / cifar100 / imagefolder: pad ``max(1, H // 8)`` (4 for 32 px) + random crop
-      + horizontal flip (zero padding = the train mean after normalization);
+    * cifar10 / cifar100 / imagefolder / tinyimagenet: pad ``max(1, H // 8)`` (4 for 32 px)
+      + random crop + horizontal flip (zero padding = the train mean after normalization);
     * npz: pad ``H // 8`` + random crop without flip when ``H >= 16``, else identity;
+    * shapes: pad ``max(1, H // 16)`` (2 for 32 px, replicate) + random crop + horizontal
+      flip (labels are shape x texture: invariant to small shifts and mirroring);
     * synthetic (position-coded prototypes) or ``enabled=False``: identity.
     """
     _, h, _ = input_shape
@@ -66,8 +68,10 @@ def make_augment(kind: str, input_shape: tuple[int, int, int], enabled: bool = T
         return Augment()
     if kind == "digits":
         return Augment(pad=max(1, h // 8), flip=False, pad_mode="replicate")
-    if kind in ("cifar10", "cifar100", "imagefolder"):
+    if kind in ("cifar10", "cifar100", "imagefolder", "tinyimagenet"):
         return Augment(pad=max(1, h // 8), flip=True, pad_mode="constant")
+    if kind == "shapes":
+        return Augment(pad=max(1, h // 16), flip=True, pad_mode="replicate")
     if kind == "npz":
         return Augment(pad=h // 8, flip=False) if h >= 16 else Augment()
     return Augment()

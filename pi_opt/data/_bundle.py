@@ -18,6 +18,10 @@ class DataBundle:
     normalized per channel with the *train* ``mean``/``std`` and ``y`` int64 ``[N]``
     in ``0 .. num_classes - 1``. ``mean``/``std`` are in pre-normalization units
     (pixel values scaled to [0, 1] for image sources).
+
+    Image folders / TinyImageNet too large for memory (``DatasetSpec.streaming``) hold
+    :class:`~pi_opt.data.StreamingImages` splits instead: files decoded on access, with a
+    lazy ``tensors`` pair; :func:`pi_opt.training.fit` / ``evaluate`` stream them.
     """
 
     name: str

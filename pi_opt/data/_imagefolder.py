@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
+from pi_opt.data._images import (
+    GRAY_MODES, IMAGE_EXTENSIONS, ImageIndex, decode_index, image_modes,
+)
 from pi_opt.data._raw import RawData
 from pi_opt.errors import DatasetError
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+__all__ = ["IMAGE_EXTENSIONS", "class_dirs", "load_imagefolder_raw", "scan_imagefolder"]
 
 
 def _visible(p: Path) -> bool:
@@ -72,58 +72,23 @@ def _scan(root: Path, classes: list[str] | None) -> tuple[list[str], list[Path],
     return classes, paths, labels
 
 
-def _decode(paths: list[Path], size: int, mode: str) -> np.ndarray:
-    from PIL import Image
-
-    c = 1 if mode == "L" else 3
-    out = np.empty((len(paths), size, size, c), dtype=np.uint8)
-    for i, f in enumerate(paths):
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8)
-        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-            raise DatasetError(
-                f"{f}: cannot read image ({type(exc).__name__}: {exc})", path=str(f)
-            ) from None
-        out[i] = arr.reshape(size, size, c)
-    return out.transpose(0, 3, 1, 2)
-
-
-def _modes(paths: list[Path]) -> set[str]:
-    from PIL import Image
-
-    modes: set[str] = set()
-    for f in paths:
-        try:
-            with Image.open(f) as im:
-                modes.add(im.mode)
-        except Exception as exc:  # noqa: BLE001
-            raise DatasetError(
-                f"{f}: cannot read image ({type(exc).__name__}: {exc})", path=str(f)
-            ) from None
-    return modes
-
-
-def load_imagefolder_raw(path: str | Path, size: int) -> RawData:
-    """Decode all images to ``x`` uint8 ``[N, C, size, size]`` (C=1 if every image is
-    grayscale, else RGB C=3), bilinear-resized with Pillow; classes = sorted folder names.
-    ``root/test/`` (next to ``root/train/``) becomes the official test split.
+def scan_imagefolder(path: str | Path) -> ImageIndex:
+    """Index (no decoding) of ``root/<class>/*`` or ``root/train/<class>/`` (+ ``root/test/
+    <class>/`` as the official test split); classes = sorted folder names. Image headers are
+    read to pick the colour mode (``L`` if every image is grayscale, else ``RGB``).
+    Raises :class:`DatasetError` naming the path and the expected layout.
     """
-    try:
-        import PIL  # noqa: F401
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        raise DatasetError("the imagefolder loader needs Pillow: pip install pillow") from None
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DatasetError(
-            f"image folder {root} does not exist or is not a directory", path=str(root)
+            f"image folder {root} does not exist or is not a directory; expected "
+            "root/<class>/<image> or root/train/<class>/<image>", path=str(root)
         )
     train_dir, test_dir = root / "train", root / "test"
+    t_paths: list[Path] = []
+    t_labels: list[int] = []
     if train_dir.is_dir():
         classes, paths, labels = _scan(train_dir, None)
-        t_paths: list[Path] = []
-        t_labels: list[int] = []
         if test_dir.is_dir():
             _, t_paths, t_labels = _scan(test_dir, classes)
             if not t_paths:
@@ -138,19 +103,17 @@ def load_imagefolder_raw(path: str | Path, size: int) -> RawData:
                 f"{root} has a 'test' folder but no 'train' folder", path=str(root)
             )
         classes, paths, labels = _scan(root, None)
-        t_paths, t_labels = [], []
-    modes = _modes(paths + t_paths)
-    mode = "L" if modes <= _GRAY_MODES else "RGB"
-    x = _decode(paths, size, mode)
-    y = np.asarray(labels, dtype=np.int64)
-    x_test = _decode(t_paths, size, mode) if t_paths else None
-    y_test = np.asarray(t_labels, dtype=np.int64) if t_paths else None
-    return RawData(
-        name=f"imagefolder:{root.resolve().name}",
-        x=x,
-        y=y,
-        class_names=classes,
-        x_test=x_test,
-        y_test=y_test,
-        presized=True,
-    )
+    modes = image_modes(paths + t_paths)
+    return ImageIndex(
+        name=f"imagefolder:{root.resolve().name}", paths=paths, labels=labels,
+        class_names=classes, test_paths=t_paths or None, test_labels=t_labels or None,
+        mode="L" if modes <= GRAY_MODES else "RGB")
+
+
+def load_imagefolder_raw(path: str | Path, size: int) -> RawData:
+    """Decode all images to ``x`` uint8 ``[N, C, size, size]`` (C=1 if every image is
+    grayscale, else RGB C=3), bilinear-resized with Pillow, in parallel threads;
+    classes = sorted folder names. ``root/test/`` (next to ``root/train/``) becomes the
+    official test split.
+    """
+    return decode_index(scan_imagefolder(path), size)

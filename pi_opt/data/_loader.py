@@ -17,15 +17,16 @@ from torch.utils.data import TensorDataset
 from pi_opt.data._augment import make_augment
 from pi_opt.data._bundle import DataBundle
 from pi_opt.data._raw import RawData
-from pi_opt.data._spec import DEFAULT_IMAGEFOLDER_SIZE, DatasetSpec
+from pi_opt.data._images import PixelSplit, decode_index
+from pi_opt.data._spec import STREAMABLE_KINDS, DatasetSpec
 from pi_opt.data._splits import (
     channel_stats,
     normalize_,
     resize,
-    stratified_split,
-    stratified_subsample,
+    split_plan,
     to_float_tensor,
 )
+from pi_opt.data._streamed import image_side, scan_images, streamed_bundle, wants_streaming
 from pi_opt.errors import DatasetError
 
 #: Bumped whenever preprocessing changes, so cached baselines are invalidated.
@@ -43,15 +44,18 @@ def _read_raw(spec: DatasetSpec) -> RawData:
         return make_synthetic(
             spec.synthetic_samples, spec.synthetic_classes, spec.synthetic_shape, spec.seed
         )
+    if spec.kind == "shapes":
+        from pi_opt.data._shapes import DEFAULT_SIDE, shapes_raw
+
+        return shapes_raw(
+            spec.seed, spec.shapes_train, spec.shapes_val, spec.shapes_test,
+            spec.image_size or DEFAULT_SIDE,
+        )
     assert spec.path is not None  # guaranteed by DatasetSpec validation
     if spec.kind in ("cifar10", "cifar100"):
         from pi_opt.data._cifar import load_cifar_raw
 
         return load_cifar_raw(spec.path, spec.kind)
-    if spec.kind == "imagefolder":
-        from pi_opt.data._imagefolder import load_imagefolder_raw
-
-        return load_imagefolder_raw(spec.path, spec.image_size or DEFAULT_IMAGEFOLDER_SIZE)
     if spec.kind == "npz":
         from pi_opt.data._npz import load_npz_raw
 
@@ -62,24 +66,31 @@ def _read_raw(spec: DatasetSpec) -> RawData:
 def load_dataset(spec: DatasetSpec) -> DataBundle:
     """Load, split (deterministically by ``spec.seed``), resize and normalize a data set.
 
-    Order: official test split or stratified ``test_fraction`` hold-out -> stratified
-    ``val_fraction`` of the remaining training pool -> optional stratified ``max_train``
+    Order: official test split or stratified ``test_fraction`` hold-out -> the source's
+    fixed validation split or a stratified ``val_fraction`` of the remaining training pool -> optional stratified ``max_train``
     subsample -> optional bilinear resize to ``image_size`` -> per-channel mean/std from the
     train split applied to all splits. Raises :class:`~pi_opt.errors.DatasetError`.
     """
-    raw = _read_raw(spec)
+    if spec.kind in STREAMABLE_KINDS:
+        index = scan_images(spec)
+        if wants_streaming(spec, index):
+            return streamed_bundle(index, spec)
+        raw = decode_index(index, image_side(spec))
+    else:
+        raw = _read_raw(spec)
     k = len(raw.class_names)
-    if raw.x_test is not None and raw.y_test is not None:
+    pool, hold, tr, va = split_plan(raw.y, raw.x_test is not None and raw.y_test is not None,
+                                    spec, fixed_val=raw.y_val)
+    if hold is None:
         x_pool, y_pool = raw.x, raw.y
         x_test_np, y_test_np = raw.x_test, raw.y_test
     else:
-        keep, hold = stratified_split(raw.y, spec.test_fraction, spec.seed, "test")
-        x_pool, y_pool = raw.x[keep], raw.y[keep]
+        x_pool, y_pool = raw.x[pool], raw.y[pool]
         x_test_np, y_test_np = raw.x[hold], raw.y[hold]
-    tr, va = stratified_split(y_pool, spec.val_fraction, spec.seed + 1, "validation")
-    if spec.max_train is not None:
-        tr = tr[stratified_subsample(y_pool[tr], spec.max_train, spec.seed + 2)]
-
+    if raw.x_val is not None and raw.y_val is not None:  # the source's fixed validation split
+        x_pool = np.concatenate([x_pool, raw.x_val])
+        y_pool = np.concatenate([y_pool, raw.y_val])
+    assert x_test_np is not None and y_test_np is not None
     xs = [to_float_tensor(x_pool[tr]), to_float_tensor(x_pool[va]), to_float_tensor(x_test_np)]
     ys = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)) for a in
           (y_pool[tr], y_pool[va], y_test_np)]
@@ -93,11 +104,14 @@ def load_dataset(spec: DatasetSpec) -> DataBundle:
         normalize_(x, mean, std)
     c, h, w = xs[0].shape[1:]
     input_shape = (int(c), int(h), int(w))
+    exact = raw.x.dtype == np.uint8 and (spec.image_size is None or raw.presized)
+    splits = [PixelSplit(x, y, mean=mean, std=std) if exact else TensorDataset(x, y)
+              for x, y in zip(xs, ys)]
     return DataBundle(
         name=raw.name,
-        train=TensorDataset(xs[0], ys[0]),
-        val=TensorDataset(xs[1], ys[1]),
-        test=TensorDataset(xs[2], ys[2]),
+        train=splits[0],
+        val=splits[1],
+        test=splits[2],
         num_classes=k,
         input_shape=input_shape,
         class_names=list(raw.class_names),
@@ -137,6 +151,10 @@ def dataset_fingerprint(spec: DatasetSpec) -> str:
         payload["source"] = {"path": str(src), "files": _source_stats(src)}
     elif spec.kind == "digits":
         payload["source"] = {"sklearn": sklearn.__version__}
+    elif spec.kind == "shapes":
+        from pi_opt.data._shapes import GENERATOR_VERSION
+
+        payload["source"] = {"shapes_generator": GENERATOR_VERSION}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 

@@ -6,14 +6,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DatasetKind = Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz"]
+from pi_opt.data._shapes import MAX_SIDE, MIN_SIDE, NUM_CLASSES
+
+DatasetKind = Literal[
+    "digits", "synthetic", "shapes", "cifar10", "cifar100", "imagefolder", "npz",
+    "tinyimagenet",
+]
 
 #: Kinds read from the file system (``path`` is required).
-FILE_KINDS: frozenset[str] = frozenset({"cifar10", "cifar100", "imagefolder", "npz"})
+FILE_KINDS: frozenset[str] = frozenset(
+    {"cifar10", "cifar100", "imagefolder", "npz", "tinyimagenet"})
 #: Kinds whose source ships an official test split.
-OFFICIAL_TEST_KINDS: frozenset[str] = frozenset({"cifar10", "cifar100"})
+OFFICIAL_TEST_KINDS: frozenset[str] = frozenset({"cifar10", "cifar100", "tinyimagenet"})
+#: Kinds read file by file, which can be streamed instead of decoded into memory.
+STREAMABLE_KINDS: frozenset[str] = frozenset({"imagefolder", "tinyimagenet"})
 #: Image side used for ``imagefolder`` when ``image_size`` is not given.
 DEFAULT_IMAGEFOLDER_SIZE = 32
+#: Native image side of TinyImageNet.
+TINYIMAGENET_SIZE = 64
 
 
 class DatasetSpec(BaseModel):
@@ -21,6 +31,11 @@ class DatasetSpec(BaseModel):
 
     ``val_fraction`` is taken (stratified) from the training pool; ``test_fraction``
     only applies when the source has no official test split.
+
+    ``kind="shapes"`` (:mod:`pi_opt.data._shapes`) is generated with fixed split sizes
+    ``shapes_train`` / ``shapes_val`` / ``shapes_test`` (``val_fraction`` and ``test_fraction``
+    do not apply; ``max_train`` still subsamples the train split) at side ``image_size``
+    (default 32, between 16 and 128).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -36,6 +51,13 @@ class DatasetSpec(BaseModel):
     synthetic_classes: int = Field(4, ge=2, le=1000)
     synthetic_shape: tuple[int, int, int] = (1, 8, 8)
     augment: bool = True
+    shapes_train: int = Field(5000, ge=1, le=500_000)
+    shapes_val: int = Field(1000, ge=1, le=500_000)
+    shapes_test: int = Field(2000, ge=1, le=500_000)
+    #: Image folders / TinyImageNet: ``auto`` streams the files (decode per batch in
+    #: DataLoader workers) when decoding them all into float32 memory would exceed
+    #: ``pi_opt.data.STREAM_ABOVE_BYTES``; ``on`` / ``off`` force either.
+    streaming: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("synthetic_shape")
     @classmethod
@@ -59,6 +81,8 @@ class DatasetSpec(BaseModel):
                         "imagefolder": "image root (root/<class>/*.png or "
                         "root/train|test/<class>/)",
                         "npz": ".npz file with x_train/y_train",
+                        "tinyimagenet": "'tiny-imagenet-200' directory (train/<wnid>/images/"
+                        "*.JPEG, val/images + val/val_annotations.txt)",
                     }[self.kind]
                 )
         elif self.path is not None:
@@ -68,4 +92,20 @@ class DatasetSpec(BaseModel):
                 "synthetic_samples must be at least 2 * synthetic_classes "
                 f"({self.synthetic_samples} < 2 * {self.synthetic_classes})"
             )
+        if self.kind == "shapes":
+            self._check_shapes()
         return self
+
+    def _check_shapes(self) -> None:
+        for name in ("shapes_train", "shapes_val", "shapes_test"):
+            if getattr(self, name) < NUM_CLASSES:
+                raise ValueError(
+                    f"{name} must be at least {NUM_CLASSES} (one sample per class of the "
+                    f"shapes set), got {getattr(self, name)}"
+                )
+        side = self.image_size
+        if side is not None and not MIN_SIDE <= side <= MAX_SIDE:
+            raise ValueError(
+                f"image_size for kind 'shapes' must be between {MIN_SIDE} and {MAX_SIDE} "
+                f"(smaller sides cannot hold the shapes), got {side}"
+            )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,33 @@ def stratified_subsample(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     strat = y if _can_stratify(y, n - size) else None
     keep, _ = train_test_split(idx, train_size=size, random_state=seed, stratify=strat)
     return np.sort(keep)
+
+
+def split_plan(y: np.ndarray, has_test: bool, spec: Any, *, fixed_val: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Split indices of a data set with labels ``y`` per ``spec`` (a ``DatasetSpec``).
+
+    Returns ``(pool, hold, train, val)``: without an official test split (``has_test``
+    false) ``hold`` is a stratified ``test_fraction`` hold-out and ``pool`` the rest (else
+    ``pool`` is everything and ``hold`` is ``None``); ``train`` / ``val`` index into
+    ``pool`` (stratified ``val_fraction``, then the optional ``max_train`` subsample).
+    With ``fixed_val`` (the labels of a source's own validation split, appended by the
+    caller after the pool) ``train`` is the whole pool and ``val`` the appended rows.
+    """
+    if has_test:
+        pool, hold = np.arange(int(y.shape[0]), dtype=np.int64), None
+    else:
+        pool, hold = stratified_split(y, spec.test_fraction, spec.seed, "test")
+    y_pool = y[pool]
+    if fixed_val is not None:
+        n = len(pool)
+        tr = np.arange(n, dtype=np.int64)
+        va = np.arange(n, n + len(fixed_val), dtype=np.int64)
+    else:
+        tr, va = stratified_split(y_pool, spec.val_fraction, spec.seed + 1, "validation")
+    if spec.max_train is not None:
+        tr = tr[stratified_subsample(y_pool[tr], spec.max_train, spec.seed + 2)]
+    return pool, hold, tr, va
 
 
 def to_float_tensor(x: np.ndarray) -> Tensor:

@@ -85,5 +85,6 @@ def wrn(
 
 @register_model("wrn22_8")
 def wrn22_8(*, in_channels: int = 3, num_classes: int = 10, final_relu: bool = False) -> WideResNet:
+    """WRN-22-8 (depth 22, widen 8), the SNL/AutoReP CIFAR-100 network."""
     return wrn(in_channels=in_channels, num_classes=num_classes, depth=22, widen=8,
                final_relu=final_relu)

@@ -15,7 +15,7 @@ from pi_opt.report.schema import ParetoReport
 
 FLAT_FIELDS = ["trial", "chain", "budget", "relus", "circa_relus", "poly_mults", "macs", "cost",
                "val_accuracy", "test_accuracy", "pareto", "over_budget", "harvested_from",
-               "seconds", "artifact"]
+               "seconds", "artifact", "pruned", "feasible", "worst_class_drop"]
 MPC_FIELDS = ["backend", "provider", "device", "batch_size", "latency_s", "rounds",
               "bytes_per_party", "estimated_lan_s", "estimated_wan_s", "plaintext_agreement"]
 

@@ -111,6 +111,11 @@ def _hover(p: ParetoPoint, base_test: float) -> str:
                      f"{p.mpc.rounds} rounds")
     if p.harvested_from is not None:
         lines.append(f"harvested from trial #{p.harvested_from}")
+    if p.pruned:
+        lines.append(f"<i>pruned</i> at fine-tune epoch {p.pruned_at_epoch}")
+    if p.worst_class_drop is not None:
+        lines.append(f"worst-class val drop: {fmt_pp(-p.worst_class_drop)}"
+                     + ("" if p.feasible else " <i>violates max_class_drop</i>"))
     if p.artifact:
         lines.append(f"artifact: {_esc(p.artifact)}")
     lines.append("<i>params</i><br>" + _params_text(p.params))
@@ -409,6 +414,22 @@ def _per_class_table(report: ParetoReport) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------- context
 
+def _compute_text(report: ParetoReport) -> str | None:
+    """One line of the job's compute block: training epochs, images, seconds by part."""
+    c = report.compute
+    if not c or "total" not in c:
+        return None
+    tr = c.get("trials", {})
+    secs = {"data": c.get("data", {}).get("seconds"), "baseline": c.get("baseline", {}).get(
+        "seconds"), "trials": tr.get("total", {}).get("seconds"), "MPC": c.get("mpc", {}).get(
+        "seconds")}
+    parts = ", ".join(f"{k} {fmt_duration(float(v))}" for k, v in secs.items() if v is not None)
+    t = c["total"]
+    return (f"{fmt_int(t['epochs'])} training epochs · {fmt_int(t['images'])} images · "
+            f"{fmt_duration(float(t['seconds']))} ({parts}; "
+            f"{fmt_int(tr.get('count', 0))} trial records)")
+
+
 def build_context(report: ParetoReport) -> dict[str, Any]:
     """Everything the template needs, as plain (unescaped) data and figure HTML snippets."""
     import platform
@@ -436,11 +457,14 @@ def build_context(report: ParetoReport) -> dict[str, Any]:
         "search_items": [(str(k), _kv(v)) for k, v in sorted(report.search.items())],
         "software_items": [(str(k), str(v)) for k, v in sorted(report.software.items())],
         "wall_time": fmt_duration(wt) if wt is not None else None,
+        "compute": _compute_text(report),
         "cards": [
             {"label": "Baseline", "value": fmt_pct(base.test_accuracy),
              "sub": f"{fmt_count(base.relus)} ReLUs · {fmt_count(base.macs)} MACs"},
             {"label": "Points evaluated", "value": str(len(report.points)),
-             "sub": f"{len(front)} on the Pareto front"},
+             "sub": f"{len(front)} on the Pareto front · "
+                    f"{sum(p.pruned for p in report.points)} pruned · "
+                    f"{sum(not p.feasible for p in report.points)} over max_class_drop"},
             {"label": "Best front point", "value": fmt_pct(best.test_accuracy) if best else "–",
              "sub": (f"{fmt_count(best.relus)} ReLUs · trial #{best.trial}" if best else
                      "no front points")},

@@ -83,11 +83,16 @@ def _cost_key(points: Sequence[ParetoPoint], objective: str) -> str:
 def mark_front(report_points: Sequence[ParetoPoint], objective: str) -> None:
     """Set ``.pareto`` on every point in place (front w.r.t. ``objective``).
 
+    Pruned points and points violating the fairness constraint are never on the front.
+
     ``objective="relus"`` uses ``relus``; ``"cost"`` uses ``cost`` when every point
     has an estimate and falls back to ``relus`` otherwise.
     """
     key = _cost_key(report_points, objective)
-    for p, on in zip(report_points, pareto_mask(report_points, cost_key=key), strict=True):
+    eligible = [p for p in report_points if not p.pruned and p.feasible]
+    for p in report_points:
+        p.pareto = False
+    for p, on in zip(eligible, pareto_mask(eligible, cost_key=key), strict=True):
         p.pareto = on
 
 
@@ -95,8 +100,10 @@ def _front_for_answers(points: Sequence[ParetoPoint]) -> list[ParetoPoint]:
     front = [p for p in points if p.pareto]
     if front or not points:
         return front
-    # Nothing marked yet: answer from the ReLU front instead of returning nothing.
-    return [p for p, on in zip(points, pareto_mask(points), strict=True) if on]
+    # Nothing marked yet: answer from the ReLU front instead of returning nothing
+    # (pruned and constraint-violating points never answer).
+    eligible = [p for p in points if not p.pruned and p.feasible]
+    return [p for p, on in zip(eligible, pareto_mask(eligible), strict=True) if on]
 
 
 def answer_budgets(points: Sequence[ParetoPoint], budgets: Iterable[int]) -> list[BudgetAnswer]:

@@ -32,7 +32,8 @@ class MpcMeasurement(_Model):
     bytes_per_party: int               # bytes sent by party 0 per batch
     bytes_linear: int | None = None
     bytes_nonlinear: int | None = None
-    network: dict[str, float] | None = None   # emulated {"rtt_ms":..., "bandwidth_mbps":...}
+    network: dict[str, float] | None = None   # link {"rtt_ms":..., "bandwidth_mbps":...}
+    network_emulated: bool = False            # latency_s measured on that emulated link
     estimated_lan_s: float | None = None
     estimated_wan_s: float | None = None
     plaintext_agreement: float | None = None  # argmax agreement with the plaintext model
@@ -72,6 +73,12 @@ class ParetoPoint(_Model):
     pareto: bool = False
     seconds: float | None = None        # wall time spent on this candidate
     mpc: MpcMeasurement | None = None
+    # search efficiency and fairness (pi_opt.search)
+    compute: dict[str, Any] | None = None  # per phase {"epochs", "images", "seconds"}
+    pruned: bool = False                # stopped early behind its budget bucket: never on the front
+    pruned_at_epoch: int | None = None
+    worst_class_drop: float | None = None  # largest per-class val accuracy drop vs baseline
+    feasible: bool = True               # meets max_class_drop: infeasible points never on the front
 
 
 class Baseline(_Model):
@@ -112,6 +119,7 @@ class ParetoReport(_Model):
     points: list[ParetoPoint]
     answers: list[BudgetAnswer] = Field(default_factory=list)
     failures: list[dict[str, Any]] = Field(default_factory=list)   # {"trial", "chain", "error"}
+    compute: dict[str, Any] = Field(default_factory=dict)  # data, baseline, trials, mpc, total
 
     def front(self) -> list[ParetoPoint]:
         return sorted((p for p in self.points if p.pareto), key=lambda p: p.relus)

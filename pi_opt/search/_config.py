@@ -39,6 +39,15 @@ class SearchConfig(BaseModel):
         cost model's latency estimate in seconds per sample
         (``pi_opt.costmodel.default_cost_model().predict``: ReLUs, Circa ReLUs by l,
         polynomial multiplications, MACs, rounds).
+    pruning: early stopping of trials behind their budget bucket at the same fine-tune
+        epoch (``median`` or successive ``halving``, see ``pi_opt.search._pruning``);
+        needs >= 2 budgets when set explicitly (with one budget the default is off).
+    pruning_min_trials: finished trials a bucket needs before it prunes.
+    max_class_drop: study constraint: the largest allowed drop of any class's validation
+        accuracy against the baseline (fraction in (0, 1]); violating points stay in
+        trials.csv but never reach the front.
+    fairness_weight: > 0 fine-tunes with the classes the candidate harms most oversampled
+        (``techniques._common.fairness_resample``); 0 = off.
     chain_slack: in a chain, a count-reducing technique followed by another one gets
         ``chain_slack x budget`` ReLUs; the last reducer meets the budget.
     """
@@ -62,6 +71,10 @@ class SearchConfig(BaseModel):
     harvest: bool = True
     chain_slack: float = Field(2.0, ge=1.0)
     measure_mpc: Literal["none", "front", "all"] = "none"
+    pruning: Literal["none", "median", "halving"] = "median"
+    pruning_min_trials: int = Field(2, ge=1)
+    max_class_drop: float | None = Field(None, gt=0, le=1)
+    fairness_weight: float = Field(0.0, ge=0)
     mpc: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("techniques", mode="before")
@@ -100,9 +113,18 @@ class SearchConfig(BaseModel):
             bad = [t for t in c.chain if t not in known]
             if bad:
                 raise ValueError(f"unknown technique(s) {bad}; known: {sorted(known)}")
+        if "pruning" in self.model_fields_set and self.pruning != "none" and len(
+                self.budgets) < 2:
+            raise ValueError(
+                f"pruning: {self.pruning} compares trials within a budget bucket at the same "
+                "epoch and needs at least 2 budgets; use 'pruning: none' with a single budget")
         if self.weights is not None and self.model is None:
             raise ValueError("'weights' needs 'model' (the architecture spec they belong to)")
         return self
+
+    def effective_pruning(self) -> str:
+        """The pruning rule in force (``none`` for a single budget under the default)."""
+        return self.pruning if len(self.budgets) >= 2 else "none"
 
     def absolute_budgets(self, baseline_relus: int) -> list[int]:
         out = {max(1, int(round(b * baseline_relus))) if b <= 1 else int(b) for b in self.budgets}

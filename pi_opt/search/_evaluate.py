@@ -69,9 +69,19 @@ def evaluate_candidate(
         "val_accuracy": val.accuracy,
         "test_accuracy": test.accuracy,
         "per_class_test_accuracy": test.per_class,
+        "per_class_val_accuracy": val.per_class,
         "sites": [{"name": s.name, "stage": s.stage, "elements": s.elements, "relu": s.relu,
                    "circa": s.circa, "poly": s.poly, "identity": s.identity} for s in prof.sites],
         "artifact": str(directory.relative_to(workdir)),
         "arch": cand.spec.arch.model_dump(mode="json"),
         "history": cand.history,
     }
+
+
+def worst_class_drop(baseline: list[float], candidate: list[float]) -> float | None:
+    """Largest per-class accuracy drop against the baseline (fraction; negative when every
+    class improved); None when the per-class lists are missing or disagree in length."""
+    pairs = [(b, c) for b, c in zip(baseline, candidate) if b == b and c == c]
+    if not pairs or len(baseline) != len(candidate):
+        return None
+    return round(max(b - c for b, c in pairs), 6)

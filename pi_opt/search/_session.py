@@ -1,11 +1,14 @@
 """Optuna multi-objective search over technique chains, hyperparameters and budgets.
 
 Objectives: validation accuracy (maximize) and the ReLU count or the cost-model
-latency (minimize). Every (chain, budget) pair is enqueued once with default
-hyperparameters (the "grid"), so a combined search always contains what each
-single technique would produce on its own; the sampler then explores
-hyperparameters. SNL-style descents that pass several budgets add their
-snapshots as extra, harvested trials.
+latency (minimize). The grid (``_study.seed_grid``) runs every chain once per budget
+with default hyperparameters, so a combined search always contains what each
+single technique would produce on its own; a technique that ``harvests`` (an SNL
+descent) runs once for all budgets and each snapshot becomes a trial of its own.
+The sampler then explores hyperparameters. Fine-tune epochs report validation
+accuracy; ``pruning`` stops trials that fall behind their budget bucket
+(``_pruning``); ``max_class_drop`` is a study constraint. Every trial records its
+compute per phase (``_compute``).
 
 Resumability: the study lives in ``<workdir>/optuna.journal`` (or an RDB URL for
 multi-worker jobs); finished trials are kept, and trials left RUNNING by a dead
@@ -34,17 +37,22 @@ from optuna.trial import FrozenTrial, TrialState
 from pi_opt.costmodel import LatencyModel, default_cost_model
 from pi_opt.data import load_dataset
 from pi_opt.errors import Cancelled, PiOptError
-from pi_opt.report.schema import (
-    Baseline, MpcMeasurement, ParetoPoint, ParetoReport,
-)
+from pi_opt.report.schema import Baseline, MpcMeasurement, ParetoPoint, ParetoReport
 from pi_opt.search._baseline import file_lock, obtain_baseline, resolve_spec
+from pi_opt.search._compute import ComputeMeter, job_compute
 from pi_opt.search._config import ChainSpec, SearchConfig
-from pi_opt.search._evaluate import evaluate_candidate
+from pi_opt.search._evaluate import evaluate_candidate, worst_class_drop
+from pi_opt.search._pruning import (
+    CURVES, bucket_key, peer_curves, should_prune,
+)
+from pi_opt.search._study import (
+    STUDY_NAME, harvesting, make_sampler, make_storage, recover_stale, seed_grid,
+)
 from pi_opt.techniques import TECHNIQUES, baseline_candidate
-from pi_opt.techniques.base import TechniqueContext
+from pi_opt.techniques.base import Candidate, TechniqueContext
+from pi_opt.training import evaluate
 from pi_opt.training._loops import ProgressFn, StopFn
 
-STUDY_NAME = "pi-opt"
 COUNTING = (
     "ReLUs are per-sample scalar comparisons: exact ReLU + Circa (truncated-sign) ReLU "
     "elements; identity (linearized) elements count 0; polynomial elements count 0 ReLUs and "
@@ -53,6 +61,7 @@ COUNTING = (
 )
 #: ``measure(artifact_dir, inputs=test_images) -> MpcMeasurement`` (e.g. ``mpc.measure.make_measure``).
 Measure = Callable[..., MpcMeasurement | dict[str, Any]]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -67,26 +76,6 @@ def _worker_id() -> str:
 
 def _stable_seed(*parts: Any) -> int:
     return zlib.crc32(json.dumps(parts, sort_keys=True, default=str).encode()) & 0x7FFFFFFF
-
-
-def make_storage(storage: str | None, workdir: Path) -> optuna.storages.BaseStorage:
-    """Journal file in the job directory by default; RDB (with heartbeats) for a URL."""
-    if storage is None:
-        backend = optuna.storages.journal.JournalFileBackend(str(workdir / "optuna.journal"))
-        return optuna.storages.JournalStorage(backend)
-    return optuna.storages.RDBStorage(
-        storage, heartbeat_interval=10, grace_period=40,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
-        engine_kwargs={"pool_pre_ping": True},
-    )
-
-
-def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
-    if config.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=config.seed)
-    if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=config.seed)
-    return optuna.samplers.TPESampler(seed=config.seed, multivariate=True)
 
 
 def _software() -> dict[str, str]:
@@ -108,6 +97,7 @@ class SearchSession:
         self, *, config: SearchConfig, workdir: Path, study: optuna.Study,
         ctx: TechniqueContext, baseline: Any, budgets: list[int],
         cost_model: LatencyModel | None, progress: ProgressFn | None, should_stop: StopFn | None,
+        baseline_val_per_class: list[float] | None = None,
     ) -> None:
         self.config = config
         self.workdir = workdir
@@ -120,7 +110,8 @@ class SearchSession:
         self.should_stop = should_stop
         self.chains = {c.label: c for c in config.techniques}
         self.total = config.n_trials or len(self.chains) * len(budgets)
-        self.started = time.time()
+        self.baseline_val_per_class = baseline_val_per_class or []
+        self.pruning = config.effective_pruning()
 
     # ---- construction ---------------------------------------------------------
     @classmethod
@@ -138,7 +129,9 @@ class SearchSession:
         workdir.mkdir(parents=True, exist_ok=True)
         emit = progress or (lambda e: None)
         emit({"type": "phase", "phase": "data"})
+        t0 = time.perf_counter()
         data = load_dataset(config.data)
+        data_s = time.perf_counter() - t0
         spec = resolve_spec(config, data)
         emit({"type": "phase", "phase": "baseline"})
         baseline = obtain_baseline(config, spec, data, workdir, progress=progress,
@@ -146,33 +139,24 @@ class SearchSession:
         budgets = config.absolute_budgets(baseline.manifest.profile.relus)
         study = optuna.create_study(
             study_name=STUDY_NAME, storage=make_storage(storage, workdir),
-            directions=["maximize", "minimize"], sampler=_sampler(config), load_if_exists=True)
+            directions=["maximize", "minimize"], sampler=make_sampler(config),
+            load_if_exists=True)
         with file_lock(workdir / ".study.lock"):
             if storage is None:  # single-writer journal: RUNNING trials belong to a dead attempt
-                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    study._storage.set_trial_user_attr(t._trial_id, "error",
-                                                       "worker died (stale trial)")
-                    study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                    params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-                    if "chain" in params:
-                        study.enqueue_trial(params, user_attrs={
-                            k: v for k, v in t.user_attrs.items() if k == "grid"}
-                            | {"retry_of": t.number})
-            if not study.user_attrs.get("seeded"):
-                for c in config.techniques:
-                    for b in budgets:
-                        study.enqueue_trial({"chain": c.label, "budget": b},
-                                            user_attrs={"grid": True}, skip_if_exists=True)
-                study.set_user_attr("seeded", True)
-                study.set_user_attr("config", json.loads(config.model_dump_json()))
+                recover_stale(study)
+            seed_grid(study, config, budgets)
+            study.set_user_attr("data_seconds",
+                                float(study.user_attrs.get("data_seconds", 0.0)) + data_s)
         ctx = TechniqueContext(
             spec=spec, data=data, teacher=baseline.model, baseline_profile=baseline.manifest.profile,
             finetune=config.finetune, workdir=workdir / "cache", seed=config.seed,
-            job_seed=config.seed,
-            progress=progress, should_stop=should_stop)
+            job_seed=config.seed, progress=progress, should_stop=should_stop,
+            fairness_weight=config.fairness_weight)
+        base_val = evaluate(baseline.model, data.val, num_classes=data.num_classes).per_class
         cost = default_cost_model() if config.objective == "cost" else None
         return cls(config=config, workdir=workdir, study=study, ctx=ctx, baseline=baseline,
-                   budgets=budgets, cost_model=cost, progress=progress, should_stop=should_stop)
+                   budgets=budgets, cost_model=cost, progress=progress, should_stop=should_stop,
+                   baseline_val_per_class=base_val)
 
     # ---- trials -----------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
@@ -180,96 +164,156 @@ class SearchSession:
             self.progress(event)
 
     def _counts(self) -> tuple[int, int]:
+        """Finished points (complete or pruned, harvested included) and failed trials."""
         done = failed = 0
         for t in self.study.get_trials(deepcopy=False):
-            if t.user_attrs.get("harvested_from") is not None:
-                continue
-            if t.state == TrialState.COMPLETE:
+            if t.state in FINISHED:
                 done += 1
             elif t.state == TrialState.FAIL:
                 failed += 1
         return done, failed
 
+    def _params(self, trial: optuna.Trial, chain: ChainSpec, grid: bool
+                ) -> dict[str, dict[str, Any]]:
+        params: dict[str, dict[str, Any]] = {}
+        for name in chain.chain:
+            cls = TECHNIQUES.get(name)
+            sampled = cls.suggest(trial, f"{name}.") if (chain.search and not grid) else {}
+            params[name] = {**sampled, **chain.params.get(name, {})}
+        return params
+
+    def _pruning_hook(self, trial: optuna.Trial, run_budget: int
+                      ) -> Callable[[int | None, str, int, float], bool]:
+        """Record a candidate's fine-tune curve in the trial; True when it should stop."""
+        curves: dict[str, list[float]] = {}
+
+        def report(cand_budget: int | None, phase: str, epoch: int, val_acc: float) -> bool:
+            budget = run_budget if cand_budget is None else int(cand_budget)
+            key = bucket_key(budget)
+            curve = curves.setdefault(key, [])
+            curve[epoch - 1:] = [val_acc]
+            trial.set_user_attr(CURVES, curves)
+            if budget not in self.budgets:
+                return False
+            peers = peer_curves(self.study.get_trials(deepcopy=False, states=FINISHED), key)
+            return should_prune(self.pruning, curve, peers,
+                                min_peers=self.config.pruning_min_trials)
+        return report
+
+    def _run_chain(self, ctx: TechniqueContext, chain: ChainSpec,
+                   params: dict[str, dict[str, Any]], budget: int,
+                   trial: optuna.Trial) -> list[Candidate]:
+        """Apply the chain; the last technique's candidates (first answers ``budget``)."""
+        start = baseline_candidate(ctx)
+        reducers = [i for i, n in enumerate(chain.chain) if TECHNIQUES.get(n).reduces_count]
+        harvest = harvesting(chain, self.config)
+        cands: list[Candidate] = []
+        for i, name in enumerate(chain.chain):
+            tech = TECHNIQUES.get(name)(**params[name])
+            if harvest:
+                tech = tech.with_harvest([b for b in self.budgets if b != budget])
+            last = i == len(chain.chain) - 1
+            # A reducer followed by another reducer leaves it room to work.
+            step_budget = budget if not reducers or i >= reducers[-1] else min(
+                ctx.baseline_profile.relus, int(budget * self.config.chain_slack))
+            hook = self._pruning_hook(trial, step_budget) if last else None
+            cands = tech.run(replace(ctx, on_finetune_epoch=hook), start, budget=step_budget)
+            if not cands:
+                raise PiOptError(f"{name} returned no candidate for budget {budget}")
+            start = cands[0]
+        return cands
+
     def _objective(self, trial: optuna.Trial) -> tuple[float, float]:
-        t0 = time.time()
         label = trial.suggest_categorical("chain", list(self.chains))
         budget = int(trial.suggest_categorical("budget", self.budgets))
         chain: ChainSpec = self.chains[label]
         grid = bool(trial.user_attrs.get("grid"))
         trial.set_user_attr("worker", _worker_id())
-        params: dict[str, dict[str, Any]] = {}
-        for name in chain.chain:
-            cls = TECHNIQUES.get(name)
-            sampled = cls.suggest(trial, f"{name}.") if (chain.search and not grid) else {}
-            cfg = {**sampled, **chain.params.get(name, {})}
-            if (self.config.harvest and len(chain.chain) == 1
-                    and "harvest_budgets" in cls.Config.model_fields):
-                cfg.setdefault("harvest_budgets", [b for b in self.budgets if b != budget])
-            params[name] = cfg
+        params = self._params(trial, chain, grid)
         seed = _stable_seed(self.config.seed, label, budget, params)
-        ctx = replace(self.ctx, seed=seed)
+        meter = ComputeMeter(len(self.ctx.data.train.tensors[1]))
+        ctx = replace(self.ctx, seed=seed, progress=meter.wrap(self.progress))
         torch.manual_seed(seed)
         self._emit({"type": "trial_start", "trial": trial.number, "chain": chain.chain,
                     "budget": budget})
+        tuned = chain.search and not grid
         try:
-            start = baseline_candidate(ctx)
-            extras = []
-            reducers = [i for i, n in enumerate(chain.chain) if TECHNIQUES.get(n).reduces_count]
-            for i, name in enumerate(chain.chain):
-                tech = TECHNIQUES.get(name)(**params[name])
-                # A reducer followed by another reducer leaves it room to work.
-                step_budget = budget if not reducers or i >= reducers[-1] else min(
-                    ctx.baseline_profile.relus, int(budget * self.config.chain_slack))
-                cands = tech.run(ctx, start, budget=step_budget)
-                if not cands:
-                    raise PiOptError(f"{name} returned no candidate for budget {budget}")
-                start = cands[0]
-                if i == len(chain.chain) - 1:
-                    extras = cands[1:]
-            point = evaluate_candidate(
-                start, data=ctx.data, budget=budget,
-                directory=self.workdir / "points" / f"trial-{trial.number}",
-                workdir=self.workdir, seed=seed, cost_model=self.cost_model)
+            cands = self._run_chain(ctx, chain, params, budget, trial)
+            with meter.timed("evaluation"):
+                point = self._evaluate(cands[0], budget, f"trial-{trial.number}", seed)
+                extras = [self._evaluate(c, None, f"trial-{trial.number}-h{j}", seed)
+                          for j, c in enumerate(cands[1:])]
         except Cancelled:
             raise
         except PiOptError as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc.message}")
             raise _TrialFailed(exc.message) from exc
-        point.update(chain=chain.chain, params=params, seconds=time.time() - t0,
-                     tuned=chain.search and not grid)
+        finally:
+            trial.set_user_attr("compute", meter.totals())
+        point.update(chain=chain.chain, params=params, tuned=tuned,
+                     seconds=round(sum(p["seconds"] for p in meter.totals().values()), 3))
         for k, v in point.items():
             trial.set_user_attr(k, v)
-        for j, extra in enumerate(extras):
-            self._harvest(trial.number, label, extra, j, seed, tuned=point["tuned"])
+        self._record_constraint(trial.set_constraint, point)
+        for extra in extras:
+            if extra is not None:
+                self._add_harvested(trial.number, label, extra, tuned=tuned,
+                                    curves=trial.user_attrs.get(CURVES, {}))
+        if point["pruned_at_epoch"] is not None:
+            raise optuna.TrialPruned(f"pruned at fine-tune epoch {point['pruned_at_epoch']}")
         return point["val_accuracy"], self._cost(point)
+
+    def _evaluate(self, cand: Candidate, budget: int | None, name: str, seed: int
+                  ) -> dict[str, Any] | None:
+        """Save, reload, count and test ``cand``; ``budget=None``: a harvested snapshot
+        (its own step budget; None when that is no requested budget or it fails)."""
+        harvested = budget is None
+        if harvested:
+            step = cand.history[-1] if cand.history else {}
+            budget = int(step.get("budget") or min(
+                (b for b in self.budgets if b >= cand.relus()), default=max(self.budgets)))
+            if budget not in self.budgets:
+                return None
+        try:
+            point = evaluate_candidate(
+                cand, data=self.ctx.data, budget=budget, directory=self.workdir / "points" / name,
+                workdir=self.workdir, seed=seed, cost_model=self.cost_model)
+        except PiOptError:
+            if harvested:
+                return None
+            raise
+        point["worst_class_drop"] = worst_class_drop(self.baseline_val_per_class,
+                                                     point["per_class_val_accuracy"])
+        point["pruned_at_epoch"] = cand.notes.get("pruned_at_epoch")
+        return point
+
+    def _record_constraint(self, set_constraint: Callable[[str, float], None],
+                           point: dict[str, Any]) -> None:
+        limit = self.config.max_class_drop
+        if limit is not None:
+            set_constraint("max_class_drop", float(point["worst_class_drop"]) - limit)
 
     def _cost(self, point: dict[str, Any]) -> float:
         if self.config.objective == "cost" and point.get("cost") is not None:
             return float(point["cost"])
         return float(point["relus"])
 
-    def _harvest(self, parent: int, label: str, cand: Any, j: int, seed: int, *,
-                 tuned: bool) -> None:
-        step = cand.history[-1] if cand.history else {}
-        budget = int(step.get("budget") or min(
-            (b for b in self.budgets if b >= cand.relus()), default=max(self.budgets)))
-        if budget not in self.budgets:
-            return
-        try:
-            point = evaluate_candidate(
-                cand, data=self.ctx.data, budget=budget,
-                directory=self.workdir / "points" / f"trial-{parent}-h{j}",
-                workdir=self.workdir, seed=seed, cost_model=self.cost_model)
-        except PiOptError:
-            return
+    def _add_harvested(self, parent: int, label: str, point: dict[str, Any], *,
+                       tuned: bool, curves: dict[str, list[float]]) -> None:
+        """Record a harvested snapshot as a trial of its own (its compute is the parent's)."""
         point.update(chain=self.chains[label].chain, params={}, harvested_from=parent,
-                     tuned=tuned)
+                     tuned=tuned, worker=_worker_id())
+        own = {k: v for k, v in curves.items() if k == bucket_key(point["budget"])}
+        constraints: dict[str, float] = {}
+        self._record_constraint(constraints.__setitem__, point)
+        pruned = point["pruned_at_epoch"] is not None
         self.study.add_trial(optuna.trial.create_trial(
-            params={"chain": label, "budget": budget},
+            state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+            params={"chain": label, "budget": point["budget"]},
             distributions={"chain": CategoricalDistribution(list(self.chains)),
                            "budget": CategoricalDistribution(self.budgets)},
-            values=[point["val_accuracy"], self._cost(point)],
-            user_attrs={**point, "worker": _worker_id()}))
+            values=None if pruned else [point["val_accuracy"], self._cost(point)],
+            user_attrs={**point, CURVES: own}, constraints=constraints or None))
 
     def _callback(self, study: optuna.Study, frozen: FrozenTrial) -> None:
         done, failed = self._counts()
@@ -286,10 +330,11 @@ class SearchSession:
             study.stop()
 
     def run_trials(self, *, n_trials: int | None = None, timeout_s: float | None = None) -> int:
-        """Run trials until the study-wide count of finished (non-harvested) trials reaches
-        the job's total, the timeout passes, or ``should_stop`` turns true.
+        """Run trials until the study-wide count of finished points (complete or pruned,
+        harvested snapshots included) reaches the job's total, the timeout passes, or
+        ``should_stop`` turns true.
 
-        Returns the number of trials this process ran.
+        Returns the number of trials this process ran (harvested snapshots included).
         """
         if n_trials is not None:
             self.total = n_trials
@@ -305,23 +350,29 @@ class SearchSession:
 
     def best_so_far(self) -> dict[str, Any] | None:
         """Front summary of finished trials (validation accuracy vs objective)."""
-        trials = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        if not trials:
+        from pi_opt.report import mark_front
+
+        points = self.points()
+        if not points:
             return None
-        front = sorted(self.study.best_trials, key=lambda t: t.values[1])
+        mark_front(points, self.config.objective)
+        front = sorted((p for p in points if p.pareto), key=lambda p: p.relus)
         return {
-            "front": [{"trial": t.number, "relus": t.user_attrs.get("relus"),
-                       "val_accuracy": t.user_attrs.get("val_accuracy"),
-                       "test_accuracy": t.user_attrs.get("test_accuracy"),
-                       "chain": t.user_attrs.get("chain")} for t in front],
-            "best_val_accuracy": max(t.values[0] for t in trials),
+            "front": [{"trial": p.trial, "relus": p.relus, "val_accuracy": p.val_accuracy,
+                       "test_accuracy": p.test_accuracy, "chain": p.chain} for p in front],
+            "best_val_accuracy": max(p.val_accuracy for p in points),
         }
 
     # ---- report -----------------------------------------------------------------
     def points(self) -> list[ParetoPoint]:
+        """Every evaluated point: complete and pruned trials (pruned ones never on the front)."""
         out = []
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        limit = self.config.max_class_drop
+        for t in self.study.get_trials(deepcopy=False, states=FINISHED):
             a = t.user_attrs
+            if "relus" not in a:
+                continue
+            drop = a.get("worst_class_drop")
             out.append(ParetoPoint(
                 trial=t.number, chain=a["chain"], params=a.get("params", {}), budget=a["budget"],
                 relus=a["relus"], circa_relus=a.get("circa_relus", 0),
@@ -330,8 +381,32 @@ class SearchSession:
                 per_class_test_accuracy=a.get("per_class_test_accuracy", []),
                 sites=a.get("sites", []), artifact=a.get("artifact"),
                 harvested_from=a.get("harvested_from"), tuned=a.get("tuned", False),
-                seconds=a.get("seconds")))
-        return sorted(out, key=lambda p: p.trial)
+                seconds=a.get("seconds"), compute=a.get("compute"),
+                pruned=t.state == TrialState.PRUNED, pruned_at_epoch=a.get("pruned_at_epoch"),
+                worst_class_drop=drop,
+                feasible=limit is None or drop is None or drop <= limit))
+        return sorted(out, key=lambda p: (p.trial, p.relus))
+
+    def _failures(self) -> list[dict[str, Any]]:
+        stale = set(self.study.user_attrs.get("stale_trials", []))
+        return [{"trial": t.number, "chain": t.params.get("chain"),
+                 "budget": t.params.get("budget"),
+                 "error": t.user_attrs.get("error") or ("worker died (stale trial)"
+                                                        if t.number in stale else "")}
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
+
+    def compute(self, *, mpc_seconds: float = 0.0) -> dict[str, Any]:
+        """The job's compute block (survives resume: it is rebuilt from the study)."""
+        m = self.baseline.manifest
+        epochs = 0 if m.metrics.get("imported_weights") else self.config.baseline.epochs
+        n_train = len(self.ctx.data.train.tensors[1])
+        trials = [t.user_attrs["compute"] for t in self.study.get_trials(deepcopy=False)
+                  if "compute" in t.user_attrs]
+        return job_compute(
+            data_seconds=float(self.study.user_attrs.get("data_seconds", 0.0)),
+            baseline={"epochs": epochs, "images": epochs * n_train,
+                      "seconds": round(float(m.metrics.get("train_seconds", 0.0)), 1)},
+            trials=trials, mpc_seconds=mpc_seconds)
 
     def finalize(self, *, measure: Measure | None = None) -> ParetoReport:
         """Build the Pareto report from the study, measure front points, render all formats."""
@@ -340,24 +415,14 @@ class SearchSession:
         self._emit({"type": "phase", "phase": "report"})
         points = self.points()
         mark_front(points, self.config.objective)
-        failures = [{"trial": t.number, "chain": t.params.get("chain"),
-                     "budget": t.params.get("budget"), "error": t.user_attrs.get("error", "")}
-                    for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
         m = self.baseline.manifest
         baseline = Baseline(
             arch=m.spec.arch.model_dump(mode="json"), relus=m.profile.relus, macs=m.profile.macs,
             val_accuracy=m.metrics["val_accuracy"], test_accuracy=m.metrics["test_accuracy"],
             per_class_test_accuracy=m.metrics["per_class_test_accuracy"], artifact="baseline")
+        t0 = time.perf_counter()
         if measure is not None and self.config.measure_mpc != "none":
-            self._emit({"type": "phase", "phase": "measure"})
-            targets = [p for p in points if p.pareto or self.config.measure_mpc == "all"]
-            baseline.mpc = self._measure(measure, self.workdir / "baseline")
-            for i, p in enumerate(targets):
-                if self.should_stop is not None and self.should_stop():
-                    raise Cancelled("cancelled while measuring")
-                self._emit({"type": "measure", "trial": p.trial, "index": i + 1,
-                            "of": len(targets)})
-                p.mpc = self._measure(measure, self.workdir / str(p.artifact))
+            self._measure_all(measure, baseline, points)
         data = self.ctx.data
         report = ParetoReport(
             title=self.config.title, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -368,14 +433,30 @@ class SearchSession:
             techniques=[c.chain for c in self.config.techniques],
             search={"sampler": self.config.sampler, "n_trials": self.total,
                     "seed": self.config.seed, "trials_recorded": len(points),
-                    "wall_time_s": round(time.time() - self.started, 1),
+                    "pruning": self.pruning, "max_class_drop": self.config.max_class_drop,
+                    "fairness_weight": self.config.fairness_weight,
                     "baseline_epochs": self.config.baseline.epochs,
                     "finetune_epochs": self.config.finetune.epochs},
             software=_software(), baseline=baseline, points=points,
-            answers=answer_budgets(points, self.budgets), failures=failures)
+            answers=answer_budgets(points, self.budgets), failures=self._failures(),
+            compute=self.compute(mpc_seconds=time.perf_counter() - t0))
         render_all(report, self.workdir / "report")
         self._emit({"type": "phase", "phase": "done"})
         return report
+
+    def _measure_all(self, measure: Measure, baseline: Baseline,
+                     points: list[ParetoPoint]) -> None:
+        self._emit({"type": "phase", "phase": "measure"})
+        targets = [p for p in points if p.pareto or self.config.measure_mpc == "all"]
+        baseline.mpc = self._measure(measure, self.workdir / "baseline")
+        for i, p in enumerate(targets):
+            if self.should_stop is not None and self.should_stop():
+                raise Cancelled("cancelled while measuring")
+            self._emit({"type": "measure", "trial": p.trial, "index": i + 1, "of": len(targets)})
+            t0 = time.perf_counter()
+            p.mpc = self._measure(measure, self.workdir / str(p.artifact))
+            p.compute = {**(p.compute or {}), "mpc": {
+                "epochs": 0, "images": 0, "seconds": round(time.perf_counter() - t0, 3)}}
 
     def _measure(self, measure: Measure, artifact: Path) -> MpcMeasurement | None:
         try:  # plaintext agreement on real test images, not random inputs
@@ -401,5 +482,3 @@ def run_search(
                                  should_stop=should_stop)
     session.run_trials()
     return session.finalize(measure=measure)
-
-

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
+from torch.utils.data import TensorDataset
 
 from pi_opt.activations import Kind
 from pi_opt.errors import BudgetError
 from pi_opt.sites import iter_sites
 from pi_opt.techniques.base import Candidate, TechniqueContext
-from pi_opt.training import TrainConfig, TrainHooks, fit
+from pi_opt.training import TrainConfig, TrainHooks, evaluate, fit
 
 
 def keep_top(
@@ -83,13 +86,67 @@ def distill(
 
     Returns the best validation accuracy (the weights are left at that epoch when
     ``select_on_val``). Mask buffers are not parameters, so selection never
-    changes the ReLU count.
+    changes the ReLU count. Every epoch is reported to ``ctx.finetune_epoch`` (with
+    ``cand.notes["budget"]``, else None: the run's budget); when that asks to stop, the
+    fine-tune ends and ``cand.notes["pruned_at_epoch"]`` holds the epoch.
+    With ``ctx.fairness_weight > 0`` the training split is resampled toward the
+    classes the candidate harms most (:func:`fairness_resample`).
     """
     cfg: TrainConfig = ctx.finetune.model_copy(update={
         "select_on_val": select_on_val, "seed": ctx.seed,
         **({"epochs": epochs} if epochs is not None else {}), **overrides})
-    res = fit(cand.model, ctx.data.train, ctx.data.val, cfg, teacher=ctx.teacher,
-              augment=ctx.data.augment, hooks=hooks, progress=ctx.progress,
-              should_stop=ctx.should_stop, phase=phase)
+    train = ctx.data.train
+    if ctx.fairness_weight > 0:
+        train = fairness_resample(ctx, cand.model, train)
+    res = fit(cand.model, train, ctx.data.val, cfg, teacher=ctx.teacher,
+              augment=ctx.data.augment, hooks=_reporting_hooks(ctx, cand, hooks, phase, cfg.epochs),
+              progress=ctx.progress, should_stop=ctx.should_stop, phase=phase)
     cand.val_accuracy = res.best_val_accuracy
     return res.best_val_accuracy
+
+
+def _reporting_hooks(ctx: TechniqueContext, cand: Candidate, hooks: TrainHooks | None,
+                     phase: str, epochs: int) -> TrainHooks | None:
+    """``hooks`` plus an epoch-end report of validation accuracy to the search (a stop
+    request at the last epoch saves nothing and is ignored)."""
+    if ctx.on_finetune_epoch is None:
+        return hooks
+    budget = cand.notes.get("budget")  # set by techniques that fine-tune several budgets
+    inner = hooks.on_epoch_end if hooks is not None else None
+    kind = phase.rsplit("-", 1)[-1]  # "snl-finetune" -> "finetune", "deepreduce-train" -> "train"
+
+    def on_epoch_end(model: nn.Module, epoch: int, val_acc: float) -> bool:
+        stop = bool(inner(model, epoch, val_acc)) if inner is not None else False
+        if ctx.finetune_epoch(budget, kind, epoch, val_acc) and epoch < epochs:
+            cand.notes["pruned_at_epoch"] = epoch
+            return True
+        return stop
+
+    return dataclasses.replace(hooks or TrainHooks(), on_epoch_end=on_epoch_end)
+
+
+@torch.no_grad()
+def per_class_drop(ctx: TechniqueContext, model: nn.Module, data: TensorDataset) -> Tensor:
+    """Per-class accuracy drop of ``model`` against the teacher on ``data`` ([K], >= 0)."""
+    k = ctx.data.num_classes
+    base = torch.tensor(evaluate(ctx.teacher, data, num_classes=k).per_class)
+    mine = torch.tensor(evaluate(model, data, num_classes=k).per_class)
+    return torch.nan_to_num(base - mine, nan=0.0).clamp_min(0.0)
+
+
+def fairness_resample(ctx: TechniqueContext, model: nn.Module, train: TensorDataset,
+                      *, probe: int = 2048) -> TensorDataset:
+    """Same-size resample of ``train`` (seeded, with replacement) that draws class ``c`` with
+    weight ``1 + fairness_weight * drop_c / max(drop)``; ``drop`` is the per-class accuracy
+    drop against the teacher on the first ``probe`` training samples. Equivalent in
+    expectation to re-weighting the loss toward the most harmed classes; the number of
+    images per epoch is unchanged. Returns ``train`` itself when no class is harmed.
+    """
+    x, y = train.tensors
+    drop = per_class_drop(ctx, model, TensorDataset(x[:probe], y[:probe]))
+    if float(drop.max()) <= 0:
+        return train
+    class_w = 1.0 + ctx.fairness_weight * drop / drop.max()
+    gen = torch.Generator().manual_seed(ctx.seed)
+    idx = torch.multinomial(class_w[y], len(y), replacement=True, generator=gen)
+    return TensorDataset(x[idx], y[idx])

@@ -21,6 +21,9 @@ POLY channels keep their coefficients as the starting point of ``p_c``.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -115,6 +118,10 @@ class AutoRePConfig(TechniqueConfig):
     fill_budget: bool = True                  # projection may re-enable off gates (highest w)
     finetune_epochs: int | None = Field(None, ge=0)
     kd_temperature: float = Field(4.0, gt=0)
+    # warm start: begin from the gates of the nearest larger budget this job already
+    # searched (same start and settings; cached under ctx.workdir), for fewer epochs
+    warm_start: bool = False
+    warm_search_epochs: int = Field(8, ge=1)
 
 
 # ---------------------------------------------------------------------------
@@ -230,7 +237,13 @@ class AutoReP(Technique):
                 budget=budget, relus=start_count, skipped=True))]
 
         gates = self._make_gates(ctx, sites, dev)
-        info = self._search(ctx, work, gates, budget, start_count)
+        warm = _WarmGates(ctx, start, cfg) if cfg.warm_start else None
+        warmed = warm is not None and warm.load(gates, budget)
+        info = self._search(ctx, work, gates, budget, start_count,
+                            epochs=cfg.warm_search_epochs if warmed else cfg.search_epochs)
+        info["warm_started"] = warmed
+        if warm is not None:
+            warm.save(gates, budget)
 
         # projection: exact top-B over w, gates that are on first (off gates only with
         # fill_budget, ranked after every on gate); the rest -> POLY
@@ -251,6 +264,7 @@ class AutoReP(Technique):
             budget=budget, relus=kept, poly_elements=poly_elems, search_epoch=info["epoch"],
             live_count=info["live"]))
         cand.notes.update({"search_epochs": info["epochs"], "live_count": info["live"],
+                           "warm_started": info["warm_started"],
                            "search_val_accuracy": info["val"]})
         ctx.emit(type="technique", technique=self.name, event="projected", budget=budget,
                  relus=kept, poly_elements=poly_elems)
@@ -258,7 +272,7 @@ class AutoReP(Technique):
         return [cand]
 
     def _search(self, ctx: TechniqueContext, work: nn.Module, gates: list[_Gate], budget: int,
-                total: int) -> dict[str, Any]:
+                total: int, *, epochs: int) -> dict[str, Any]:
         cfg = self.config
         target = budget / total
         mode = {"collect": False}
@@ -328,7 +342,7 @@ class AutoReP(Technique):
                     {"params": [gt.coef for gt in gates], "lr": cfg.poly_lr,
                      "weight_decay": 0.0}]
 
-        tcfg = search_train_config(ctx, epochs=cfg.search_epochs, lr=cfg.lr,
+        tcfg = search_train_config(ctx, epochs=epochs, lr=cfg.lr,
                                    weight_decay=cfg.weight_decay, schedule=cfg.schedule,
                                    kd_temperature=cfg.kd_temperature)
         try:
@@ -397,6 +411,38 @@ class AutoReP(Technique):
             gt.mean.copy_(mean)
             gt.var.copy_((gt.acc[2] / n - mean * mean).clamp_min(0))
             self._dapa(gt)
+
+
+class _WarmGates:
+    """Gate cache of one job for warm starts: ``<ctx.workdir>/autorep-gates/<key>/<budget>.pt``
+    holds the searched ``w`` and ``m`` of every gate; ``key`` covers the start's recipe, the
+    settings (warm fields aside) and the job seed."""
+
+    def __init__(self, ctx: TechniqueContext, start: Candidate, cfg: AutoRePConfig) -> None:
+        settings = cfg.model_dump(mode="json", exclude={"warm_start", "warm_search_epochs"})
+        key = hashlib.sha256(json.dumps([start.history, settings, ctx.job_seed],
+                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.dir = ctx.workdir / "autorep-gates" / key
+
+    def load(self, gates: list[_Gate], budget: int) -> bool:
+        """Copy the nearest larger budget's gates into ``gates``; False when none fits."""
+        larger = sorted(int(p.stem) for p in self.dir.glob("*.pt") if int(p.stem) > budget)
+        if not larger:
+            return False
+        saved = torch.load(self.dir / f"{larger[0]}.pt", map_location="cpu")
+        if [tuple(w.shape) for w, _ in saved] != [tuple(gt.w.shape) for gt in gates]:
+            return False
+        with torch.no_grad():
+            for gt, (w, m) in zip(gates, saved):
+                gt.w.copy_(w.to(gt.w.device))
+                gt.m.copy_(m.to(gt.m.device))
+        return True
+
+    def save(self, gates: list[_Gate], budget: int) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{budget}.{os.getpid()}.tmp"
+        torch.save([(gt.w.detach().cpu(), gt.m.detach().cpu()) for gt in gates], tmp)
+        os.replace(tmp, self.dir / f"{budget}.pt")
 
 
 __all__ = ["AutoReP", "AutoRePConfig", "hysteresis_update", "ste_gate"]

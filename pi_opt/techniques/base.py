@@ -22,6 +22,7 @@ import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -63,10 +64,25 @@ class TechniqueContext:
     job_seed: int = 0  # seed of cached, trial-independent computations (criticality)
     progress: ProgressFn | None = None
     should_stop: StopFn | None = None
+    #: ``(budget, phase, epoch, val_accuracy) -> stop`` called after every fine-tune epoch of a
+    #: candidate (``_common.distill``); True asks the fine-tune to stop (the trial is pruned).
+    #: ``budget`` is the candidate's ``notes["budget"]`` (techniques that fine-tune several
+    #: budgets in one run set it), else None: the budget the technique was run for.
+    on_finetune_epoch: Callable[[int | None, str, int, float], bool] | None = None
+    #: Fairness-aware fine-tune: > 0 oversamples the classes the candidate harms most
+    #: (``_common.fairness_resample``); 0 trains on the data as is.
+    fairness_weight: float = 0.0
 
     def emit(self, **event: Any) -> None:
         if self.progress is not None:
             self.progress(event)
+
+    def finetune_epoch(self, budget: int | None, phase: str, epoch: int,
+                       val_accuracy: float) -> bool:
+        """Report a fine-tune epoch; True when the search wants the fine-tune stopped."""
+        if self.on_finetune_epoch is None:
+            return False
+        return bool(self.on_finetune_epoch(budget, phase, epoch, val_accuracy))
 
 
 @dataclass
@@ -135,11 +151,16 @@ class Technique(ABC):
         name: registry key.
         Config: its pydantic config class.
         reduces_count: False for methods that only make ReLUs cheaper (Circa).
+        harvests: True when one run passes through several budgets (an SNL descent):
+            :meth:`with_harvest` then returns a copy whose ``run(budget=b)`` also returns
+            candidates for the other budgets it is given, so the search runs one trial
+            for every budget instead of one per budget.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[TechniqueConfig]]
     reduces_count: ClassVar[bool] = True
+    harvests: ClassVar[bool] = False
 
     def __init__(self, config: TechniqueConfig | None = None, **kwargs: Any) -> None:
         if config is None:
@@ -155,6 +176,13 @@ class Technique(ABC):
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
         """Sample config overrides from an Optuna trial (default: none)."""
         return {}
+
+    def with_harvest(self, budgets: Sequence[int]) -> Technique:
+        """A copy that also yields candidates at ``budgets`` (only when ``harvests``).
+
+        Raises NotImplementedError for techniques that do not harvest.
+        """
+        raise NotImplementedError(f"{self.name} does not harvest several budgets in one run")
 
     @abstractmethod
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:

@@ -251,8 +251,8 @@ def _train_variant(ctx: TechniqueContext, model: nn.Module, *, epochs: int, phas
     """KD-train one variant; returns its best validation accuracy (patched in tests)."""
     cand = Candidate(model=model, spec=ctx.spec)
     # Shared across trials: train with the job's seed, not the trial's.
-    return train_kd_or_eval(dataclasses.replace(ctx, seed=ctx.job_seed), cand, epochs=epochs,
-                            phase=phase)
+    shared = dataclasses.replace(ctx, seed=ctx.job_seed, fairness_weight=0.0)
+    return train_kd_or_eval(shared, cand, epochs=epochs, phase=phase)
 
 
 def scores_from(

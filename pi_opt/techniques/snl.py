@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +96,12 @@ class SNL(Technique):
     name = "snl"
     Config = SNLConfig
     reduces_count = True
+    harvests = True
     config: SNLConfig
+
+    def with_harvest(self, budgets: Sequence[int]) -> SNL:
+        """A copy that snapshots the descent at ``budgets`` too (``harvest_budgets``)."""
+        return SNL(self.config.model_copy(update={"harvest_budgets": [int(b) for b in budgets]}))
 
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
@@ -152,7 +157,7 @@ class SNL(Technique):
             cand.history.append(self.step_record(
                 budget=b, harvested=harvested, relus=kept, search_epoch=use.epoch,
                 search_step=use.step, live_count=use.live, lam=use.lam))
-            cand.notes.update({"budget_reached": snap is not None, "search_epochs": info["epochs"],
+            cand.notes.update({"budget": b, "budget_reached": snap is not None, "search_epochs": info["epochs"],
                                "live_count": use.live})
             if snap is None:
                 cand.notes["warning"] = (
@@ -239,7 +244,7 @@ class SNL(Technique):
             if pending:
                 res = fit(work, ctx.data.train, ctx.data.val, tcfg, teacher=ctx.teacher,
                           augment=ctx.data.augment,
-                          hooks=TrainHooks(extra_loss=penalty, on_step=on_step,
+                          hooks=TrainHooks(extra_loss=penalty, on_sync=on_step,
                                            on_epoch_end=on_epoch_end, param_groups=groups),
                           progress=ctx.progress, should_stop=ctx.should_stop,
                           phase=f"{self.name}-search")

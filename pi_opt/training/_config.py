@@ -7,12 +7,30 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+Precision = Literal["fp32", "bf16", "fp16"]
+
 
 class TrainConfig(BaseModel):
     """Optimizer/schedule/distillation settings of one training run.
 
     ``kd_weight`` weights the distillation term ``T^2 * KL(teacher/T || student/T)``
     added to cross-entropy (SNL/AutoReP use T=4, weight 1).
+
+    Engine settings (results do not depend on them beyond floating-point rounding):
+
+    * ``precision``: ``fp32``; ``bf16`` (autocast, falls back to fp32 with a warning on a
+      device without bf16); ``fp16`` (autocast + a dynamic gradient scaler).
+    * ``channels_last``: model and batches in NHWC memory format (faster convolutions
+      with tensor cores).
+    * ``compile``: ``torch.compile`` the model; falls back to eager with a warning where
+      compilation cannot run (no compiler, unsupported hooks).
+    * ``sync_every``: technique hooks that read a value back to the host (``TrainHooks
+      .on_sync``, e.g. SNL's live ReLU count) run every this many steps; 1 = every step.
+    * ``data_on_device``: ``auto`` keeps the training split resident on the device when a
+      memory estimate says it fits (else batches are copied per step from pinned memory);
+      ``always`` / ``never`` force either.
+    * ``data_workers``: DataLoader worker processes decoding a streamed image data set
+      (``None`` = one per CPU core but one, at most 8; 0 = decode in the training process).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -30,6 +48,12 @@ class TrainConfig(BaseModel):
     select_on_val: bool = True
     device: str = "auto"
     seed: int = 0
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    sync_every: int = Field(1, ge=1, le=100_000)
+    data_on_device: Literal["auto", "always", "never"] = "auto"
+    data_workers: int | None = Field(None, ge=0, le=64)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -1,7 +1,10 @@
 """Training, distillation and evaluation loops (CPU or CUDA).
 
-Datasets are ``TensorDataset(x [N,C,H,W] float32, y [N] int64)``; batches are
-drawn with a seeded generator so runs are reproducible on the same device.
+Training data is a ``TensorDataset(x [N,C,H,W] float32, y [N] int64)`` or a streaming
+image data set (see :mod:`pi_opt.training._batches`); batches are drawn with seeded
+generators so runs are reproducible on the same device. Inside an epoch nothing is read
+back to the host: loss and accuracy are accumulated on the device and read once at the
+epoch's end; hooks that need a host value run every ``config.sync_every`` steps.
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import TensorDataset
 
 from pi_opt.errors import Cancelled
+from pi_opt.training._batches import AugmentFn, Generators, eval_batches, make_batches
+from pi_opt.training._checkpoint import config_key, load_checkpoint, save_checkpoint
 from pi_opt.training._config import TrainConfig, resolve_device
+from pi_opt.training._precision import plan_precision, to_memory_format, use_channels_last
+from pi_opt.training._step import Stepper, kd_loss
 
 ProgressFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
@@ -30,7 +37,10 @@ class TrainHooks:
     """Optional technique hooks.
 
     extra_loss(model) -> scalar added to the loss each step (penalties).
-    on_step(model, step) runs before each step's forward pass (gate updates).
+    on_step(model, step) runs before each step's forward pass (gate updates); it must not
+    read device values back to the host (that stalls the device every step).
+    on_sync(model, step) runs before the forward pass of every ``config.sync_every``-th
+    step: the place for host reads such as a live ReLU count.
     on_epoch_end(model, epoch, val_acc) -> True to stop early.
     param_groups(model) -> optimizer parameter groups (default: all trainable parameters).
     """
@@ -39,6 +49,7 @@ class TrainHooks:
     on_step: Callable[[nn.Module, int], None] | None = None
     on_epoch_end: Callable[[nn.Module, int, float], bool | None] | None = None
     param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None
+    on_sync: Callable[[nn.Module, int], None] | None = None
 
 
 @dataclass
@@ -55,136 +66,181 @@ class TrainResult:
     epochs_run: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    """Hinton distillation: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, batch mean."""
-    t = temperature
-    return F.kl_div(
-        F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean"
-    ) * (t * t)
+    #: Epochs restored from a checkpoint instead of being trained in this call.
+    resumed_epochs: int = 0
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: TensorDataset, *, batch_size: int = 512, device: str = "auto",
-    num_classes: int | None = None,
+    model: nn.Module, data: Any, *, batch_size: int = 512, device: str = "auto",
+    num_classes: int | None = None, precision: str = "fp32", channels_last: bool = False,
+    workers: int | None = None,
 ) -> EvalResult:
-    """Top-1 accuracy, mean CE loss and per-class accuracy (eval mode)."""
+    """Top-1 accuracy, mean CE loss and per-class accuracy (eval mode).
+
+    ``data`` is a ``TensorDataset`` or a streaming image data set; counts are accumulated
+    on the device and read once at the end.
+    """
     dev = resolve_device(device)
-    x_all, y_all = data.tensors
-    k = num_classes or int(y_all.max()) + 1
+    k = num_classes or _num_classes(data)
+    plan = plan_precision(precision, dev)
+    channels_last = channels_last and dev.type == "cuda"
     was = model.training
     model.eval().to(dev)
-    correct = torch.zeros(k)
-    total = torch.zeros(k)
-    loss = 0.0
-    for i in range(0, len(y_all), batch_size):
-        x = x_all[i : i + batch_size].to(dev)
-        y = y_all[i : i + batch_size].to(dev)
-        out = model(x)
-        loss += float(F.cross_entropy(out, y, reduction="sum"))
-        hit = (out.argmax(1) == y).float().cpu()
-        yc = y.cpu()
-        correct.index_add_(0, yc, hit)
-        total.index_add_(0, yc, torch.ones_like(hit))
+    correct = torch.zeros(k, device=dev)
+    total = torch.zeros(k, device=dev)
+    loss = torch.zeros((), device=dev, dtype=torch.float64)
+    for x, y in eval_batches(data, dev, batch_size, workers):
+        with plan.autocast():
+            out = model(to_memory_format(x, channels_last)).float()
+        loss += F.cross_entropy(out, y, reduction="sum").double()
+        hit = (out.argmax(1) == y).float()
+        correct.index_add_(0, y, hit)
+        total.index_add_(0, y, torch.ones_like(hit))
     model.train(was)
-    n = int(total.sum())
-    per_class = [float(c / t) if t > 0 else float("nan") for c, t in zip(correct, total)]
-    return EvalResult(accuracy=float(correct.sum() / max(n, 1)), loss=loss / max(n, 1),
+    correct_c, total_c = correct.cpu(), total.cpu()
+    n = int(total_c.sum())
+    per_class = [float(c / t) if t > 0 else float("nan") for c, t in zip(correct_c, total_c)]
+    return EvalResult(accuracy=float(correct_c.sum() / max(n, 1)), loss=float(loss) / max(n, 1),
                       per_class=per_class, n=n)
+
+
+def _num_classes(data: Any) -> int:
+    if hasattr(data, "tensors"):
+        return int(data.tensors[1].max()) + 1
+    return int(max(data.labels)) + 1
+
+
+def make_optimizer(groups: list[dict[str, Any]], config: TrainConfig, dev: torch.device
+                   ) -> torch.optim.Optimizer:
+    """SGD (Nesterov when momentum > 0) or Adam with a multi-tensor step: ``fused`` on
+    CUDA, ``foreach`` elsewhere."""
+    impl: dict[str, bool] = {"fused": True} if dev.type == "cuda" else {"foreach": True}
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay, nesterov=config.momentum > 0,
+                               **impl)
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay, **impl)
 
 
 def fit(
     model: nn.Module,
-    train: TensorDataset,
-    val: TensorDataset | None,
+    train: Any,
+    val: Any | None,
     config: TrainConfig,
     *,
     teacher: nn.Module | None = None,
-    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    augment: AugmentFn | None = None,
     hooks: TrainHooks | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     phase: str = "train",
+    checkpoint: str | Path | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; with ``select_on_val`` restore the best-validation weights.
 
     Loss = CE (+ ``kd_weight`` x KD when a teacher is given) (+ hooks.extra_loss).
+    With ``checkpoint`` (a directory) the run's state is saved after every epoch and a
+    matching saved state is resumed from (hooks' own state is not saved).
     Raises :class:`Cancelled` when ``should_stop()`` turns true (checked every step).
     """
     hooks = hooks or TrainHooks()
     dev = resolve_device(config.device)
     model.to(dev).train()
+    channels_last = use_channels_last(config.channels_last, dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     if teacher is not None:
         teacher = teacher.to(dev).eval()
     groups = hooks.param_groups(model) if hooks.param_groups else [
         {"params": [p for p in model.parameters() if p.requires_grad]}]
-    if config.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-            nesterov=config.momentum > 0)
-    else:
-        opt = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
-    x_all, y_all = train.tensors
-    n = len(y_all)
-    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
-    total_steps = max(1, config.epochs * steps_per_epoch)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_steps)
-             if config.schedule == "cosine" else None)
-    gen = torch.Generator().manual_seed(config.seed)
-    best_acc, best_state = -1.0, None
-    history: list[dict[str, float]] = []
+    opt = make_optimizer(groups, config, dev)
+    batches = make_batches(train, dev, config.batch_size, config.data_on_device,
+                           config.data_workers)
+    steps_per_epoch = max(1, math.ceil(batches.n / config.batch_size))
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, max(1, config.epochs * steps_per_epoch)) if config.schedule == "cosine" else None)
+    run = _Run(model, opt, sched, Generators(config.seed, dev), config,
+               config_key(config, batches.n, phase), checkpoint)
+    stepper = Stepper(model, opt, sched, plan_precision(config.precision, dev), config,
+                      teacher=teacher, extra_loss=hooks.extra_loss)
     t0 = time.perf_counter()
-    step = 0
-    epoch = 0
-    for epoch in range(1, config.epochs + 1):
-        perm = torch.randperm(n, generator=gen)
-        run_loss = 0.0
-        for i in range(0, n, config.batch_size):
+    for epoch in range(run.start_epoch + 1, config.epochs + 1):
+        loss_sum = torch.zeros((), device=dev)
+        hits = torch.zeros((), device=dev, dtype=torch.long)
+        for x, y in batches.epoch(run.gens, augment):
             if should_stop is not None and should_stop():
                 raise Cancelled("training cancelled")
-            idx = perm[i : i + config.batch_size]
-            x = x_all[idx]
-            if augment is not None:
-                x = augment(x, gen)
-            x, y = x.to(dev, non_blocking=True), y_all[idx].to(dev, non_blocking=True)
+            if hooks.on_sync is not None and run.step % config.sync_every == 0:
+                hooks.on_sync(model, run.step)
             if hooks.on_step is not None:
-                hooks.on_step(model, step)
-            out = model(x)
-            loss = F.cross_entropy(out, y, label_smoothing=config.label_smoothing)
-            if teacher is not None and config.kd_weight > 0:
-                with torch.no_grad():
-                    t_out = teacher(x)
-                loss = loss + config.kd_weight * kd_loss(out, t_out, config.kd_temperature)
-            if hooks.extra_loss is not None:
-                loss = loss + hooks.extra_loss(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                nn.utils.clip_grad_norm_(
-                    [p for g in opt.param_groups for p in g["params"]], config.grad_clip)
-            opt.step()
-            if sched is not None:
-                sched.step()
-            run_loss += float(loss.detach())
-            step += 1
-        val_acc = evaluate(model, val, device=config.device).accuracy if val is not None else float("nan")
-        rec = {"epoch": float(epoch), "loss": run_loss / steps_per_epoch, "val_accuracy": val_acc}
-        history.append(rec)
+                hooks.on_step(model, run.step)
+            stepper.step(to_memory_format(x, channels_last), y, loss_sum, hits)
+            run.step += 1
+        val_acc = evaluate(model, val, device=config.device, precision=config.precision,
+                           channels_last=channels_last, workers=config.data_workers).accuracy if val is not None \
+            else float("nan")
+        rec = {"epoch": float(epoch), "loss": float(loss_sum) / steps_per_epoch,
+               "train_accuracy": float(hits) / max(1, batches.n), "val_accuracy": val_acc}
+        stop = run.end_epoch(epoch, rec, val is not None)
         if progress is not None:
             progress({"phase": phase, "epoch": epoch, "epochs": config.epochs, **rec})
-        if val is not None and config.select_on_val and val_acc > best_acc:
-            best_acc = val_acc
-            best_state = copy.deepcopy(model.state_dict())
-        elif val is None or not config.select_on_val:
-            best_acc = max(best_acc, val_acc if val_acc == val_acc else -1.0)
-        if hooks.on_epoch_end is not None and hooks.on_epoch_end(model, epoch, val_acc):
+        if (hooks.on_epoch_end is not None and hooks.on_epoch_end(model, epoch, val_acc)) or stop:
             break
-    if config.epochs == 0 and val is not None:
-        best_acc = evaluate(model, val, device=config.device).accuracy
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(best_val_accuracy=best_acc, epochs_run=epoch,
-                       seconds=time.perf_counter() - t0, history=history)
+    return run.finish(val, t0)
+
+
+class _Run:
+    """Epoch bookkeeping of :func:`fit`: best weights, history, checkpoints, resume."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                 gens: Generators, config: TrainConfig, key: str,
+                 checkpoint: str | Path | None) -> None:
+        self.model, self.opt, self.sched, self.gens = model, opt, sched, gens
+        self.config, self.key, self.checkpoint = config, key, checkpoint
+        self.best_acc, self.best_state = -1.0, None
+        self.history: list[dict[str, float]] = []
+        self.step = self.start_epoch = self.epoch = 0
+        state = load_checkpoint(checkpoint, key)
+        if state is not None:
+            self._restore(state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.sched is not None:
+            self.sched.load_state_dict(state["scheduler"])
+        self.gens.load(state["rng"])
+        self.best_acc, self.best_state = state["best_acc"], state["best_state"]
+        self.history = list(state["history"])
+        self.step, self.start_epoch = state["step"], state["epoch"]
+        self.epoch = self.start_epoch
+
+    def end_epoch(self, epoch: int, rec: dict[str, float], has_val: bool) -> bool:
+        """Record an epoch; checkpoint; True when a checkpointed run is already complete."""
+        self.epoch = epoch
+        self.history.append(rec)
+        val_acc = rec["val_accuracy"]
+        if has_val and self.config.select_on_val and val_acc > self.best_acc:
+            self.best_acc = val_acc
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        elif not has_val or not self.config.select_on_val:
+            self.best_acc = max(self.best_acc, val_acc if val_acc == val_acc else -1.0)
+        if self.checkpoint is not None:
+            save_checkpoint(self.checkpoint, self.key, {
+                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict() if self.sched is not None else None,
+                "rng": self.gens.state(), "best_acc": self.best_acc,
+                "best_state": self.best_state, "history": self.history, "step": self.step,
+                "epoch": epoch})
+        return False
+
+    def finish(self, val: Any | None, t0: float) -> TrainResult:
+        if self.config.epochs == 0 and val is not None:
+            self.best_acc = evaluate(self.model, val, device=self.config.device).accuracy
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        return TrainResult(best_val_accuracy=self.best_acc, epochs_run=self.epoch,
+                           seconds=time.perf_counter() - t0, history=self.history,
+                           resumed_epochs=self.start_epoch)

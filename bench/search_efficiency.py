@@ -1,0 +1,131 @@
+"""Benchmark: what early stopping (and the other search options) save, on the same seeds.
+
+Runs one search config twice (or more) with only the named option changed and writes,
+per run, the job's exact training compute (epochs, images; seconds are wall time on a
+shared machine), the validation hypervolume of its front (log10 ReLUs vs validation
+accuracy; reference: the baseline's ReLUs and chance accuracy) and every front point;
+then ``compute_ratio`` (in training images: exact, not wall time) and
+``hypervolume_ratio`` of the second run against the first.
+
+    nice -n 10 python bench/search_efficiency.py --config configs/digits_bench.yaml \\
+        --techniques snl autorep deepreduce --budgets 0.02 0.05 0.2 0.5 --extra-trials 6 \\
+        --out bench/results/search_efficiency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pi_opt.report.pareto import hypervolume_2d
+from pi_opt.report.schema import ParetoReport
+from pi_opt.search import SearchConfig, SearchSession
+
+
+def front_hypervolume(report: ParetoReport) -> float:
+    """Validation hypervolume of the front in (log10 ReLUs, val accuracy)."""
+    ref = (math.log10(report.baseline.relus), 1.0 / max(1, report.dataset["num_classes"]))
+    pairs = [(math.log10(max(1, p.relus)), p.val_accuracy) for p in report.front()]
+    return hypervolume_2d(pairs, ref)
+
+
+def run_job(raw: dict[str, Any], workdir: Path, extra_trials: int) -> dict[str, Any]:
+    """Run one search (grid + ``extra_trials`` sampled points) and summarize it."""
+    cfg = SearchConfig.model_validate(raw)
+    t0 = time.time()
+    session = SearchSession.open(cfg, workdir=workdir)
+    session.run_trials(n_trials=len(cfg.techniques) * len(session.budgets) + extra_trials)
+    report = session.finalize()
+    c = report.compute
+    return {
+        "pruning": session.pruning, "wall_s": round(time.time() - t0, 1),
+        "training_epochs": c["trials"]["total"]["epochs"],
+        "training_images": c["trials"]["total"]["images"],
+        "training_seconds": c["trials"]["total"]["seconds"],
+        "compute": c, "points": len(report.points),
+        "pruned": sum(p.pruned for p in report.points),
+        "hypervolume_val": round(front_hypervolume(report), 5),
+        "front": [{"trial": p.trial, "chain": "+".join(p.chain), "relus": p.relus,
+                   "val": p.val_accuracy, "test": p.test_accuracy,
+                   "worst_class_drop": p.worst_class_drop} for p in report.front()],
+        "points_by_budget": {str(b): [{"chain": "+".join(p.chain), "val": p.val_accuracy,
+                                       "test": p.test_accuracy, "relus": p.relus,
+                                       "pruned": p.pruned,
+                                       "worst_class_drop": p.worst_class_drop}
+                                      for p in report.points if p.budget == b]
+                             for b in report.budgets},
+    }
+
+
+def base_config(args: argparse.Namespace) -> dict[str, Any]:
+    raw = yaml.safe_load(Path(args.config).read_text())
+    if args.techniques:
+        raw["techniques"] = args.techniques
+    if args.budgets:
+        raw["budgets"] = args.budgets
+    raw["measure_mpc"] = "none"
+    return raw
+
+
+def parse_value(v: str) -> Any:
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/digits_bench.yaml")
+    ap.add_argument("--techniques", nargs="*")
+    ap.add_argument("--budgets", nargs="*", type=float)
+    ap.add_argument("--extra-trials", type=int, default=6)
+    ap.add_argument("--option", default="pruning", help="config field to compare")
+    ap.add_argument("--values", nargs="+", default=["none", "default"],
+                    help="values of --option (JSON, else a string; 'default' = unset); "
+                    "the first run is the reference")
+    ap.add_argument("--out", default="bench/results/search_efficiency.json")
+    ap.add_argument("--keep", help="keep the job directories under this folder")
+    args = ap.parse_args()
+    raw = base_config(args)
+    root = Path(args.keep or tempfile.mkdtemp(prefix="search_eff_"))
+    runs = []
+    for v in args.values:
+        cfg = {k: x for k, x in raw.items() if k != args.option}
+        if v != "default":
+            cfg[args.option] = parse_value(v)
+        label = f"{args.option}={v}"
+        print(f"running {label}", flush=True)
+        res = run_job(cfg, root / label.replace("=", "_"), args.extra_trials)
+        runs.append({"label": label, **res})
+        print(json.dumps({k: res[k] for k in ("training_epochs", "training_images", "wall_s",
+                                              "pruned", "hypervolume_val")}), flush=True)
+    ref, new = runs[0], runs[-1]
+    out = {
+        "command": "nice -n 10 python bench/search_efficiency.py " + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if v is not None and k != "keep"),
+        "config": args.config, "techniques": raw["techniques"], "budgets": raw["budgets"],
+        "extra_trials": args.extra_trials, "runs": runs,
+        "compute_ratio": round(new["training_images"] / max(1, ref["training_images"]), 4),
+        "epoch_ratio": round(new["training_epochs"] / max(1, ref["training_epochs"]), 4),
+        "hypervolume_ratio": round(new["hypervolume_val"] / ref["hypervolume_val"], 4)
+        if ref["hypervolume_val"] else None,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(json.dumps({k: out[k] for k in ("compute_ratio", "epoch_ratio", "hypervolume_ratio")}))
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The job's Optuna study: storage, sampler, the seeded grid and recovery of dead trials.
+
+Only Optuna's public API is used: dead trials are failed with ``study.tell`` and
+their parameters re-enqueued; enqueued parameters are kept in the trial's user attrs
+(``fixed``) so a retry knows what was asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from pi_opt.search._config import ChainSpec, SearchConfig
+from pi_opt.techniques import TECHNIQUES
+
+STUDY_NAME = "pi-opt"
+STALE_ERROR = "worker died (stale trial)"
+
+
+def make_storage(storage: str | None, workdir: Path) -> optuna.storages.BaseStorage:
+    """Journal file in the job directory by default; RDB (with heartbeats) for a URL."""
+    if storage is None:
+        backend = optuna.storages.journal.JournalFileBackend(str(workdir / "optuna.journal"))
+        return optuna.storages.JournalStorage(backend)
+    return optuna.storages.RDBStorage(
+        storage, heartbeat_interval=10, grace_period=40,
+        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+        engine_kwargs={"pool_pre_ping": True},
+    )
+
+
+def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=config.seed)
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=config.seed)
+    return optuna.samplers.TPESampler(seed=config.seed, multivariate=True)
+
+
+def harvesting(chain: ChainSpec, config: SearchConfig) -> bool:
+    """One run of this chain yields every budget (a lone technique with ``harvests``)."""
+    return config.harvest and len(chain.chain) == 1 and TECHNIQUES.get(chain.chain[0]).harvests
+
+
+def seed_grid(study: optuna.Study, config: SearchConfig, budgets: list[int]) -> None:
+    """Enqueue default-hyperparameter trials once per job: one per (chain, budget), or one
+    per chain (at the smallest budget; the descent yields the others) for harvesting chains.
+    Budgets run largest first, so a smaller budget can warm-start from a larger one."""
+    if study.user_attrs.get("seeded"):
+        return
+    for c in config.techniques:
+        for b in ([min(budgets)] if harvesting(c, config) else sorted(budgets, reverse=True)):
+            params = {"chain": c.label, "budget": b}
+            study.enqueue_trial(params, user_attrs={"grid": True, "fixed": params},
+                                skip_if_exists=True)
+    study.set_user_attr("seeded", True)
+    study.set_user_attr("config", json.loads(config.model_dump_json()))
+
+
+def recover_stale(study: optuna.Study) -> None:
+    """Fail trials left RUNNING by a dead single-writer attempt; re-enqueue what they asked."""
+    stale = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(t.number, state=TrialState.FAIL)
+        stale.append(t.number)
+        params = {**t.user_attrs.get("fixed", {}), **t.params}
+        if "chain" in params:
+            study.enqueue_trial(params, user_attrs={
+                "grid": bool(t.user_attrs.get("grid")), "fixed": params, "retry_of": t.number})
+    if stale:
+        study.set_user_attr("stale_trials", sorted({*study.user_attrs.get("stale_trials", []),
+                                                    *stale}))
