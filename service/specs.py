@@ -111,6 +111,7 @@ def warm_up() -> None:
     """Import the engine's config models ahead of the first submission (slow: torch)."""
     search_config_class()
     import pi_opt.models  # noqa: F401
+    import pi_opt.plan  # noqa: F401
 
 
 def check_arch(name: str, kwargs: Mapping[str, Any], loc: tuple[Any, ...]) -> None:
