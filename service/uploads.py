@@ -328,7 +328,7 @@ def _load_fully(kind: str, path: Path) -> dict[str, Any]:
     its ``input_shape`` and ``num_classes``."""
     from pi_opt.data import DatasetSpec, load_dataset
 
-    bundle = load_dataset(DatasetSpec(kind=kind, path=str(path)))  # type: ignore[arg-type]
+    bundle = load_dataset(DatasetSpec.model_validate({"kind": kind, "path": str(path)}))
     return {"input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes}
 
 

@@ -42,7 +42,7 @@ class Api:
         self.base = server.base_url
         self.data_dir = data_dir
         self.headers = {"Authorization": f"Bearer {key}"}
-        self.client = httpx.Client(base_url=self.base, headers=self.headers, timeout=60)
+        self.client = httpx.Client(base_url=self.base, headers=self.headers, timeout=240)
 
     def submit(self, spec: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
         return self.client.post("/v1/jobs", json={"spec": spec or tiny_spec()}, **kw)

@@ -53,7 +53,7 @@ def make_key(data_dir: Path, name: str = "tester") -> str:
 
 
 def client(server: Server, key: str) -> httpx.Client:
-    return httpx.Client(base_url=server.base_url, timeout=60,
+    return httpx.Client(base_url=server.base_url, timeout=240,   # first call: helper warm-up
                         headers={"Authorization": f"Bearer {key}"})
 
 
