@@ -47,3 +47,9 @@ openapi: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+# Build the service image and run the compose stack with podman (api + 2 workers + postgres):
+# deploy/check.sh, root, minutes; not part of `make test`. See deploy/README.md.
+.PHONY: image-check
+image-check:
+	deploy/check.sh

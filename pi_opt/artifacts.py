@@ -95,7 +95,11 @@ class Artifact:
 
 def _refuse_pickle(path: Path) -> None:
     with path.open("rb") as fh:
-        head = fh.read(8)
+        head = fh.read(9)
+    # A safetensors file is an 8-byte little-endian header length, then the JSON header;
+    # its first byte may be 0x80 (header length = 128 mod 256), which is not a pickle.
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return
     if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
         raise UnsafeFormatError(
             f"{path.name}: pickle / torch.save files are refused because loading them can run "

@@ -183,8 +183,10 @@ def test_mark_front_cost_objective_and_fallback() -> None:
     assert [p.pareto for p in pts] == [True, False]
     mark_front(pts, "relus")
     assert [p.pareto for p in pts] == [True, False]
+    mark_front(pts, "latency")  # predicted seconds on the job's network, same fallback
+    assert [p.pareto for p in pts] == [True, False]
     with pytest.raises(ValueError):
-        mark_front(pts, "latency")
+        mark_front(pts, "speed")
 
 
 # --------------------------------------------------------------------------- answers, HV

@@ -310,3 +310,48 @@ def test_decode_threads_error_names_file(tmp_path: Path) -> None:
     bad.write_bytes(bad.read_bytes()[:40])
     with pytest.raises(DatasetError, match="1.jpg"):
         _images.decode_all(sorted(root.rglob("*.jpg")), 8, "RGB")
+
+
+def test_killed_baseline_training_resumes_from_its_epoch(tmp_path: Path) -> None:
+    from pi_opt.search import SearchConfig, obtain_baseline, resolve_spec
+
+    cfg = SearchConfig.model_validate({
+        "data": {"kind": "digits", "max_train": 200},
+        "model": {"arch": {"name": "resnet_mini", "kwargs": {"widths": [4, 8, 16]}},
+                  "input_shape": [1, 8, 8], "num_classes": 10},
+        "baseline": {"epochs": 3}})
+    data = load_dataset(cfg.data)
+    spec = resolve_spec(cfg, data)
+    epochs: list[int] = []
+    with pytest.raises(Cancelled):  # the worker dies during epoch 2
+        obtain_baseline(cfg, spec, data, tmp_path, progress=lambda ev: epochs.append(
+            ev["epoch"]), should_stop=lambda: len(epochs) >= 1)
+    assert any((tmp_path / "baseline-checkpoint").rglob("train_state.pt"))
+    art = obtain_baseline(cfg, spec, data, tmp_path,
+                          progress=lambda ev: epochs.append(ev["epoch"]))
+    assert epochs == [1, 2, 3]  # epoch 1 was not trained again
+    assert not (tmp_path / "baseline-checkpoint").exists()  # cleaned up once cached
+    assert art.manifest.metrics["val_accuracy"] > 0
+
+
+def test_safetensors_with_header_length_128_mod_256_is_not_a_pickle(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from pi_opt.artifacts import read_safetensors
+    from pi_opt.errors import UnsafeFormatError
+
+    for n in range(1, 300):  # find a tensor name whose header length starts with byte 0x80
+        f = tmp_path / "w.safetensors"
+        save_file({"w" * n: torch.ones(2)}, str(f))
+        if f.read_bytes()[:1] == b"\x80":
+            break
+    else:  # pragma: no cover
+        pytest.fail("no header length of 128 mod 256 found")
+    assert torch.equal(read_safetensors(f)["w" * n], torch.ones(2))
+    torch.save({"w": torch.ones(2)}, tmp_path / "p.safetensors")  # a zip: still refused
+    with pytest.raises(UnsafeFormatError):
+        read_safetensors(tmp_path / "p.safetensors")
+    import pickle
+    (tmp_path / "q.safetensors").write_bytes(pickle.dumps({"w": [1.0]}, protocol=4))
+    with pytest.raises(UnsafeFormatError):
+        read_safetensors(tmp_path / "q.safetensors")

@@ -15,6 +15,7 @@ from pi_opt.report._csv import write_trials_csv
 from pi_opt.report._json import read_report, write_json
 from pi_opt.report.pareto import (
     answer_budgets,
+    answer_latency_budgets,
     finalize_report,
     hypervolume_2d,
     hypervolume_history,
@@ -40,6 +41,7 @@ __all__ = [
     "ParetoReport",
     "SiteKept",
     "answer_budgets",
+    "answer_latency_budgets",
     "finalize_report",
     "hypervolume_2d",
     "hypervolume_history",

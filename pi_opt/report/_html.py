@@ -304,6 +304,14 @@ def _cell(text: str, sort: float | str | None = None, *, cls: str = "num",
     return {"text": text, "sort": "" if sort is None else sort, "cls": cls, "title": title}
 
 
+def _latency_title(p: ParetoPoint) -> str:
+    """Predicted latency per network (``ParetoPoint.latency_s``) as tooltip text."""
+    if not p.latency_s:
+        return ""
+    return "; predicted latency " + ", ".join(
+        f"{k} {fmt_seconds(v)}" for k, v in p.latency_s.items())
+
+
 def _pareto_rows(report: ParetoReport) -> list[dict[str, Any]]:
     base = report.baseline
     rows = []
@@ -316,7 +324,7 @@ def _pareto_rows(report: ParetoReport) -> list[dict[str, Any]]:
             "artifact": p.artifact, "href": _safe_href(p.artifact),
             "cells": [
                 _cell(fmt_count(p.relus), p.relus, title=f"{p.relus:,} ReLUs; budget "
-                      f"{p.budget:,}"),
+                      f"{p.budget:,}" + _latency_title(p)),
                 _cell(fmt_pct(p.relus / base.relus, 1) if base.relus else "–",
                       p.relus / base.relus if base.relus else None),
                 _cell(fmt_count(p.poly_mults), p.poly_mults, title=f"{p.poly_mults:,}"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,10 +94,11 @@ def obtain_baseline(
         model = prepare_sites(model)
         materialize_all(model, data.train.tensors[0][:1])
         result = None
+        ckpt = workdir / "baseline-checkpoint" / key[:16]  # resumes a killed worker
         if config.weights is None:
             result = fit(model, data.train, data.val, config.baseline.model_copy(
                 update={"seed": config.seed}), augment=data.augment, progress=progress,
-                should_stop=should_stop, phase="baseline")
+                should_stop=should_stop, phase="baseline", checkpoint=ckpt)
         val = evaluate(model, data.val, num_classes=data.num_classes)
         test = evaluate(model, data.test, num_classes=data.num_classes)
         metrics = {"key": key, "val_accuracy": val.accuracy, "test_accuracy": test.accuracy,
@@ -107,4 +109,5 @@ def obtain_baseline(
                                                   "params": json.loads(
                                                       config.baseline.model_dump_json())}],
                       metrics=metrics)
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
         return load_artifact(out)

@@ -52,6 +52,10 @@ class CircaConfig(TechniqueConfig):
     l_choices: kept bits allowed; tolerance: max mean val-accuracy drop (fraction, 0.01
     = 1 point); repeats: seeded repetitions per evaluation; range_margin: headroom on the
     measured max |x| when choosing l; finetune_epochs: noise-aware KD fine-tune.
+
+    Scale: the k sweep is per model (or per site) and reads accuracy, not counts.
+    ``preset="paper"`` equals the defaults: the paper changes the protocol on a
+    trained network without retraining (finetune_epochs 0).
     """
 
     k_choices: tuple[int, ...] = (0, 4, 8, 10, 12, 14, 16)
