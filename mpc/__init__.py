@@ -3,14 +3,18 @@
 Importing this package is light: crypten is only imported inside the party
 processes that :mod:`mpc.launcher` spawns. Modules:
 
-* :mod:`mpc.config` - :class:`MpcConfig`, :class:`NetworkConfig` (LAN/WAN presets);
+* :mod:`mpc.config` - :class:`MpcConfig` (links: :mod:`pi_opt.network` profiles,
+  optionally emulated);
 * :mod:`mpc.lowering` - pi_opt model -> :class:`~mpc.lowering.Plan` (torch.fx, no ONNX);
 * :mod:`mpc.encrypted`, :mod:`mpc.circa_sign` - the plan on CrypTen shares;
 * :mod:`mpc.launcher` - party processes with timeouts and clean failures;
+* :mod:`mpc.exchange` - the communicator patches: batched openings, shared rounds of a
+  mixed site's sub-protocols, emulated links;
+* :mod:`mpc.party` - the party body shared by measurement and demo;
 * :mod:`mpc.backend`, :mod:`mpc.crypten_backend` - ``Backend.measure`` / ``demo``;
 * :mod:`mpc.measure` - ``make_measure(options)``, the callable pi_opt's search uses;
-* :mod:`mpc.latency_model` - fits :class:`pi_opt.costmodel.LatencyModel` to measurements
-  (no crypten);
+* :mod:`mpc.latency_model` - a lowered plan's counts through the same evaluator as
+  profiles, and the time fit of :class:`pi_opt.costmodel.LatencyModel` (no crypten);
 * :mod:`mpc.demo`, :mod:`mpc.cli` - encrypted-inference demo and command line.
 """
 

@@ -154,6 +154,48 @@ def _kill(procs: Sequence[mp.process.BaseProcess]) -> None:
         p.join(timeout=5.0)
 
 
+def _collect(conns: dict[Connection, int], procs: Sequence[mp.process.BaseProcess],
+             timeout_s: float) -> dict[int, Any]:
+    """Read every party's message while watching for deaths and the deadline."""
+    n_procs = len(procs)
+    results: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(results) < n_procs:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            missing = sorted(set(range(n_procs)) - set(results))
+            raise PartyTimeout(
+                f"MPC parties {missing} did not finish within {timeout_s:.0f} s; "
+                "all parties were stopped", timeout_s=timeout_s)
+        waitables: list[Any] = list(conns) + [
+            p.sentinel for r, p in enumerate(procs) if r not in results]
+        for ready in wait(waitables, timeout=min(remaining, 1.0)):
+            if isinstance(ready, Connection):
+                rank = conns[ready]
+                try:  # our own child's bytes; plain pickle copies tensors (no shm fds)
+                    msg = pickle.loads(ready.recv_bytes())
+                except (EOFError, OSError):
+                    msg = None
+                del conns[ready]
+                ready.close()
+                if msg is None:
+                    procs[rank].join(timeout=2.0)
+                    raise PartyFailed(
+                        f"MPC party {rank} exited without a result "
+                        f"(exit code {procs[rank].exitcode})", rank=rank)
+                if msg[0] != "ok":
+                    raise _failure((rank, msg[1], msg[2], msg[3]), conns, procs)
+                results[rank] = msg[1]
+            else:  # a process ended: fine only if its message already arrived
+                rank = next(r for r, p in enumerate(procs) if p.sentinel == ready)
+                conn = next((c for c, r in conns.items() if r == rank), None)
+                if rank not in results and (conn is None or not conn.poll(0.5)):
+                    raise PartyFailed(
+                        f"MPC party {rank} died (exit code {procs[rank].exitcode})",
+                        rank=rank)
+    return results
+
+
 def run_parties(
     target: PartyTarget,
     payloads: Sequence[Any],
@@ -195,41 +237,7 @@ def run_parties(
             send_end.close()
             procs.append(proc)
             conns[recv_end] = rank
-        results: dict[int, Any] = {}
-        deadline = time.monotonic() + timeout_s
-        while len(results) < n_procs:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                missing = sorted(set(range(n_procs)) - set(results))
-                raise PartyTimeout(
-                    f"MPC parties {missing} did not finish within {timeout_s:.0f} s; "
-                    "all parties were stopped", timeout_s=timeout_s)
-            waitables: list[Any] = list(conns) + [
-                p.sentinel for r, p in enumerate(procs) if r not in results]
-            for ready in wait(waitables, timeout=min(remaining, 1.0)):
-                if isinstance(ready, Connection):
-                    rank = conns[ready]
-                    try:  # our own child's bytes; plain pickle copies tensors (no shm fds)
-                        msg = pickle.loads(ready.recv_bytes())
-                    except (EOFError, OSError):
-                        msg = None
-                    del conns[ready]
-                    ready.close()
-                    if msg is None:
-                        procs[rank].join(timeout=2.0)
-                        raise PartyFailed(
-                            f"MPC party {rank} exited without a result "
-                            f"(exit code {procs[rank].exitcode})", rank=rank)
-                    if msg[0] != "ok":
-                        raise _failure((rank, msg[1], msg[2], msg[3]), conns, procs)
-                    results[rank] = msg[1]
-                else:  # a process ended: fine only if its message already arrived
-                    rank = next(r for r, p in enumerate(procs) if p.sentinel == ready)
-                    conn = next((c for c, r in conns.items() if r == rank), None)
-                    if rank not in results and (conn is None or not conn.poll(0.5)):
-                        raise PartyFailed(
-                            f"MPC party {rank} died (exit code {procs[rank].exitcode})",
-                            rank=rank)
+        results = _collect(conns, procs, timeout_s)
         for p in procs:
             p.join(timeout=10.0)
         return [results[r] for r in range(world_size)]

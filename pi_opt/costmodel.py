@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pi_opt.circa import carry_levels, circa_rounds
+from pi_opt.circa_faults import carry_levels, circa_rounds
 from pi_opt.layers import LayerProfile
 from pi_opt.network import NetworkProfile
 from pi_opt.profile import ModelProfile, SiteProfile
@@ -240,15 +240,6 @@ class LatencyModel(BaseModel):
         return self.predict_network(
             counts_from_profile(profile, batch_size=batch_size, weights=weights), network)
 
-    def linear_floor(self, profile: ModelProfile, network: NetworkProfile, *,
-                     batch_size: int = 1, weights: WeightsMode = "private") -> float:
-        """Seconds of ``profile`` with every ReLU site linearized (identity) and max-pools
-        kept: what no ReLU budget can go below (linear layers, input, output reveal)."""
-        bare = profile.model_copy(update={"sites": []})
-        c = counts_from_profile(bare, batch_size=batch_size, weights=weights)
-        return self.predict_network(c.model_copy(update={"relus": 0.0, "circa": {},
-                                                         "poly_mults": 0.0}), network)
-
     # ---- persistence ---------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         p = Path(path)
@@ -319,6 +310,73 @@ def counts_from_profile(profile: ModelProfile, *, batch_size: int = 1,
                             macs=profile.macs, batch_size=batch_size, weights=weights)
 
 
+# ---- latency budgets -------------------------------------------------------------------
+
+
+def linear_floor_explained(model: LatencyModel, profile: ModelProfile,
+                           network: NetworkProfile) -> tuple[float, str]:
+    """(seconds, explanation) of the linear-layer floor of ``profile`` on ``network``."""
+    bare = profile.model_copy(update={"sites": []})
+    c = counts_from_profile(bare)
+    c = c.model_copy(update={"relus": 0.0, "circa": {}, "poly_mults": 0.0})
+    floor = model.predict_network(c, network)
+    why = (f"{floor * 1e3:.1f} ms on {network.label()}: with every ReLU removed the model "
+           f"still runs its linear layers ({c.linear_rounds:.0f} Beaver rounds, "
+           f"{c.linear_bytes / 1e6:.2f} MB sent per party), max-pools and the output reveal "
+           f"({c.rounds:.0f} rounds, {c.bytes / 1e6:.2f} MB in all)")
+    return floor, why
+
+
+def _concentrated_counts(profile: ModelProfile, relus: int) -> CostCounts:
+    """Drivers of ``profile`` keeping ``relus`` exact ReLUs in as few sites as possible
+    (largest sites first): the cheapest arrangement of that many ReLUs."""
+    left = relus
+    sites = []
+    for s in sorted(profile.sites, key=lambda s: -s.elements):
+        take = min(left, s.elements)
+        sites.append(s.model_copy(update={"relu": take, "circa": 0, "poly_mults": 0}))
+        left -= take
+    return counts_from_profile(profile.model_copy(update={"sites": sites}))
+
+
+def relu_budget_for_latency(model: LatencyModel, profile: ModelProfile,
+                            network: NetworkProfile, budget_s: float) -> int:
+    """The largest ReLU count whose cheapest arrangement (fewest sites) meets
+    ``budget_s`` seconds per sample on ``network`` (0 when only the bare linear
+    model fits). A technique then searches that ReLU budget; whether its candidate
+    meets the latency budget is read off the candidate's own prediction.
+
+    Raises :class:`~pi_opt.errors.ConfigError` when ``budget_s`` is below the linear
+    floor (:func:`linear_floor_explained`).
+    """
+    from pi_opt.errors import ConfigError
+
+    floor, why = linear_floor_explained(model, profile, network)
+    if budget_s < floor:
+        raise ConfigError(f"latency budget {budget_s * 1e3:g} ms is below the model's "
+                          f"linear-layer floor of {why}", budget_ms=budget_s * 1e3,
+                          floor_ms=floor * 1e3)
+    lo, hi = 0, sum(s.elements for s in profile.sites)
+    while lo < hi:  # largest R with latency(R) <= budget; latency is monotone in R
+        mid = (lo + hi + 1) // 2
+        if model.predict_network(_concentrated_counts(profile, mid), network) <= budget_s:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def point_latencies(model: LatencyModel, profile: ModelProfile,
+                    network: NetworkProfile) -> dict[str, float]:
+    """Predicted seconds per sample on loopback, LAN, WAN and ``network`` (key ``job``)."""
+    from pi_opt.network import PROFILES, REPORTED
+
+    c = counts_from_profile(profile)
+    out = {name: model.predict_network(c, PROFILES[name]) for name in REPORTED}
+    out["job"] = model.predict_network(c, network)
+    return out
+
+
 # ---- the committed fit -----------------------------------------------------------------
 #: Coefficients of the committed ``configs/latency/crypten_cpu.json`` (copied verbatim;
 #: ``tests/test_costmodel.py`` checks they match the shipped file). Used only when the
@@ -362,5 +420,6 @@ __all__ = [
     "DEFAULT_MODEL_FILE", "RELU_ROUNDS", "Cost", "CostCounts", "LatencyModel", "WeightsMode",
     "beaver_cost", "circa_bytes", "circa_cost", "circa_rounds", "counts_from_profile",
     "default_cost_model", "default_model_text", "estimate_rounds", "layer_cost",
-    "maxpool_cost", "relu_cost", "reveal_cost", "site_cost", "square_cost", "structure_counts",
+    "linear_floor_explained", "maxpool_cost", "point_latencies", "relu_budget_for_latency",
+    "relu_cost", "reveal_cost", "site_cost", "square_cost", "structure_counts",
 ]

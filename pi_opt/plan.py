@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ from pi_opt.search._config import SearchConfig
 from pi_opt.search._study import harvesting
 from pi_opt.techniques import TECHNIQUES
 from pi_opt.techniques.base import PlanInputs, PlannedPhase
-from pi_opt.training import TrainConfig, resolve_device
+from pi_opt.training import resolve_device
+from pi_opt.training._precision import plan_precision, to_memory_format, use_channels_last
 
 #: kind -> (training pool, official test split or None, (C, H, W), classes).
 _KNOWN_SIZES: dict[str, tuple[int, int | None, tuple[int, int, int], int]] = {
@@ -105,6 +107,8 @@ class TimingPlan(_Model):
     """Measured on random tensors of the job's shape (``steps`` timed after one warm-up)."""
 
     device: str
+    precision: str
+    channels_last: bool
     batch_size: int
     steps: int
     train_step_s: float
@@ -129,6 +133,7 @@ class JobPlan(_Model):
     data: DataPlan
     budgets: list[BudgetPlan]
     baseline: PhasePlan
+    shared: list[PhasePlan]
     chains: list[ChainPlan]
     trials: int
     total_epochs: int
@@ -161,9 +166,6 @@ def _source_sizes(spec: DatasetSpec, warnings: list[str]) -> tuple[
     if kind == "synthetic":
         return (spec.synthetic_samples, None, tuple(spec.synthetic_shape),  # type: ignore[return-value]
                 spec.synthetic_classes, "config")
-    for field in ("samples", "shapes_samples"):  # generated kinds (e.g. ``shapes``)
-        if isinstance(getattr(spec, field, None), int):
-            return getattr(spec, field), None, None, None, "config"
     if spec.path is None or not Path(spec.path).exists():
         return None, None, None, None, "unknown (no data)"
     p = Path(spec.path)
@@ -190,6 +192,15 @@ def plan_data(spec: DatasetSpec, warnings: list[str]) -> DataPlan:
         warnings.append(f"data path {spec.path} does not exist (kind {spec.kind}); the plan "
                         "uses the kind's official sizes where known; the job itself will fail "
                         "until the data is there")
+    if spec.kind == "shapes":  # generated with fixed split sizes (pi_opt.data._shapes)
+        from pi_opt.data._shapes import NUM_CLASSES
+
+        side = spec.image_size or 32
+        train = spec.shapes_train if spec.max_train is None else min(spec.shapes_train,
+                                                                     spec.max_train)
+        return DataPlan(kind="shapes", path=None, path_exists=None, input_shape=(3, side, side),
+                        num_classes=NUM_CLASSES, train_images=train, val_images=spec.shapes_val,
+                        test_images=spec.shapes_test, sizes_from="config")
     pool, test, shape, k, how = _source_sizes(spec, warnings)
     if shape is not None and spec.image_size is not None:
         shape = (shape[0], spec.image_size, spec.image_size)
@@ -257,21 +268,36 @@ def _sync(dev: torch.device) -> None:
 
 
 def time_steps(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, *,
-                  batch_size: int, steps: int, device: str) -> TimingPlan:
-    """Seconds per SGD training step and per no-grad forward (median of ``steps``)."""
+               batch_size: int, steps: int, device: str, precision: str = "fp32",
+               channels_last: bool = False) -> TimingPlan:
+    """Seconds per SGD training step and per no-grad forward (median of ``steps``), with
+    the run's precision (autocast, fp16 grad scaler) and memory format."""
     dev = resolve_device(device)
+    with warnings.catch_warnings():  # fallbacks are the training engine's to report
+        warnings.simplefilter("ignore", RuntimeWarning)
+        amp = plan_precision(precision, dev)
+        nhwc = use_channels_last(channels_last, dev)
     model = model.to(dev).train()
+    if nhwc:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(batch_size, *input_shape, device=dev)
+    x = to_memory_format(torch.randn(batch_size, *input_shape, device=dev), nhwc)
     y = torch.randint(0, num_classes, (batch_size,), device=dev)
 
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        with amp.autocast():
+            loss = F.cross_entropy(model(x), y)
+        if amp.scaler is not None:
+            amp.scaler.scale(loss).backward()
+            amp.scaler.step(opt)
+            amp.scaler.update()
+        else:
+            loss.backward()
+            opt.step()
 
     def forward_step() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), amp.autocast():
             model(x)
 
     times = {}
@@ -287,7 +313,8 @@ def time_steps(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
         times[name] = sorted(runs)[len(runs) // 2]
     model.eval()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return TimingPlan(device=str(dev), batch_size=batch_size, steps=steps,
+    return TimingPlan(device=str(dev), precision=amp.used, channels_last=nhwc,
+                      batch_size=batch_size, steps=steps,
                       train_step_s=times["train"], forward_step_s=times["forward"],
                       train_images_per_s=batch_size / times["train"],
                       forward_images_per_s=batch_size / times["forward"],
@@ -377,8 +404,10 @@ def plan_job(config: SearchConfig, *, measure_steps: int = 3) -> JobPlan:
     act = activation_bytes_per_sample(model, spec.input_shape)
     timing = None
     if measure_steps > 0:
+        ft = config.finetune
         timing = time_steps(model, spec.input_shape, spec.num_classes, batch_size=batch,
-                            steps=measure_steps, device=config.finetune.device)
+                            steps=measure_steps, device=ft.device, precision=ft.precision,
+                            channels_last=ft.channels_last)
     budgets = _budget_plans(config, prof.relus)
     baseline = _phase(PlannedPhase("baseline", 0 if config.weights else config.baseline.epochs,
                                    kd=False), data, timing)
@@ -393,7 +422,7 @@ def plan_job(config: SearchConfig, *, measure_steps: int = 3) -> JobPlan:
         params=sum(p.numel() for p in model.parameters()), macs=prof.macs,
         training_batch=batch, activation_bytes_per_sample=act,
         activation_bytes_per_batch=act * batch, data=data, budgets=budgets, baseline=baseline,
-        chains=chains, trials=config.n_trials or grid,
+        shared=shared, chains=chains, trials=config.n_trials or grid,
         total_epochs=baseline.epochs + sum(p.epochs for p in shared if p.kind == "train")
         + sum(c.total_epochs for c in chains),
         total_images=_sum([baseline.images] + [p.images for p in shared if p.kind == "train"]
@@ -464,10 +493,13 @@ def render_plan(plan: JobPlan) -> str:
         f"{_fmt_n(d.val_images)} / test {_fmt_n(d.test_images)}",
         "budgets: " + ", ".join(f"{b.relus:,} ({b.percent_of_baseline:.2f} %)"
                                 for b in plan.budgets),
-        f"{'phase':<34} {'epochs':>8} {'images':>14} {'time':>10}",
-        f"{'baseline':<34} {plan.baseline.epochs:>8} {_fmt_n(plan.baseline.images):>14} "
+        f"{'phase':<40} {'epochs':>8} {'images':>14} {'time':>10}",
+        f"{'baseline':<40} {plan.baseline.epochs:>8} {_fmt_n(plan.baseline.images):>14} "
         f"{_fmt_s(plan.baseline.seconds):>10}",
     ]
+    for p in plan.shared:
+        lines.append(f"{p.name + ' (once per job)':<40} {p.epochs:>8} {_fmt_n(p.images):>14} "
+                     f"{_fmt_s(p.seconds):>10}")
     for c in plan.chains:
         lines.append(f"{'+'.join(c.chain)} x {c.trials} trials: per trial "
                      f"{c.epochs_per_trial} epochs, {_fmt_n(c.images_per_trial)} images, "
@@ -475,13 +507,15 @@ def render_plan(plan: JobPlan) -> str:
         for p in c.phases:
             label = f"  {p.name}" + (" (<=)" if p.bound else "") + (
                 " [eval]" if p.kind == "eval" else "")
-            lines.append(f"{label:<34} {p.epochs:>8} {_fmt_n(p.images):>14} "
+            lines.append(f"{label:<40} {p.epochs:>8} {_fmt_n(p.images):>14} "
                          f"{_fmt_s(p.seconds):>10}")
     lines.append(f"total: {plan.trials} trials, {plan.total_epochs:,} epochs, "
                  f"{_fmt_n(plan.total_images)} images, {_fmt_s(plan.total_seconds)}")
     t = plan.timing
     if t is not None:
-        lines.append(f"measured on {t.device}: {t.train_images_per_s:.1f} img/s train, "
+        lines.append(f"measured on {t.device} ({t.precision}"
+                     + (", channels_last" if t.channels_last else "") + "): "
+                     f"{t.train_images_per_s:.1f} img/s train, "
                      f"{t.forward_images_per_s:.1f} img/s forward at batch {t.batch_size} "
                      f"(median of {t.steps}; {t.torch_threads} threads; load "
                      f"{t.load_1min if t.load_1min is not None else '?'})")

@@ -12,8 +12,9 @@ import torch
 import pi_opt.costmodel as cm
 from pi_opt.activations import Kind
 from pi_opt.artifacts import ArchSpec, ModelSpec, load_artifact
-from pi_opt.circa import circa_rounds
+from pi_opt.circa_faults import circa_rounds
 from pi_opt.costmodel import LatencyModel, counts_from_profile, default_cost_model
+from pi_opt.errors import ConfigError
 from pi_opt.models import create_model, list_models
 from pi_opt.network import resolve_network
 from pi_opt.profile import ModelProfile, SiteProfile, profile_model
@@ -208,3 +209,58 @@ def test_search_cost_objective_uses_the_model(tmp_path: Path) -> None:
     for p in report.points:
         prof = load_artifact(tmp_path / p.artifact).manifest.profile
         assert p.cost is not None and p.cost == model.predict(prof)
+
+
+def test_network_profiles_and_config_errors() -> None:
+    assert resolve_network("WAN").rtt_ms == 50.0
+    assert resolve_network({"rtt_ms": 20, "bandwidth_mbps": 200}).label() == "20 ms / 200 Mb/s"
+    for bad, msg in [("moon", "unknown network profile"),
+                     ({"rtt_ms": 0, "bandwidth_mbps": 10}, "rtt_ms must be"),
+                     ({"rtt_ms": 5, "bandwidth_mbps": -1}, "bandwidth_mbps must be"),
+                     ({"rtt_ms": 5}, "bandwidth_mbps must be"),
+                     ({"rtt_ms": 5, "bandwidth_mbps": 1, "jitter": 2}, "invalid network")]:
+        with pytest.raises(ConfigError, match=msg):
+            resolve_network(bad)
+        with pytest.raises(ValueError, match=msg):
+            SearchConfig.model_validate({**TINY, "network": bad})
+    with pytest.raises(ValueError, match="latency_budgets_ms must be finite and > 0"):
+        SearchConfig.model_validate({**TINY, "latency_budgets_ms": [0]})
+    with pytest.raises(ValueError, match="objective"):
+        SearchConfig.model_validate({**TINY, "objective": "speed"})
+
+
+def test_latency_budget_below_floor_is_a_config_error(tmp_path: Path) -> None:
+    cfg = SearchConfig.model_validate({**TINY, "techniques": ["deepreduce"], "budgets": [0.3],
+                                       "objective": "latency", "network": "wan",
+                                       "latency_budgets_ms": [1.0]})
+    with pytest.raises(ConfigError, match="below the model's linear-layer floor of .* ms on "
+                                          "wan: with every ReLU removed"):
+        run_search(cfg, workdir=tmp_path)
+    assert not (tmp_path / "baseline").exists()  # refused before any training
+
+
+def test_search_latency_objective_on_wan(tmp_path: Path) -> None:
+    wan = resolve_network("wan")
+    prof = profile_model(SPEC.build(), SPEC.input_shape)
+    model = default_cost_model()
+    floor, _ = cm.linear_floor_explained(model, prof, wan)
+    full = model.predict_latency(prof, wan)
+    budget_ms = 1e3 * (floor + full) / 2
+    relus = cm.relu_budget_for_latency(model, prof, wan, budget_ms * 1e-3)
+    assert 0 < relus < prof.relus
+    cfg = SearchConfig.model_validate({**TINY, "techniques": ["deepreduce"], "budgets": [0.5],
+                                       "objective": "latency", "network": "wan",
+                                       "latency_budgets_ms": [budget_ms]})
+    report = run_search(cfg, workdir=tmp_path)
+    assert report.objective == "latency" and report.network["name"] == "wan"
+    assert relus in report.budgets
+    for p in report.points:
+        prof_p = load_artifact(tmp_path / p.artifact).manifest.profile
+        assert p.cost == pytest.approx(model.predict_latency(prof_p, wan))
+        assert p.latency_s is not None and p.latency_s["job"] == pytest.approx(p.cost)
+        assert p.latency_s["loopback"] < p.latency_s["lan"] < p.latency_s["wan"]
+    [answer] = report.latency_answers
+    assert answer.budget_ms == budget_ms
+    if answer.met:
+        assert answer.latency_ms <= budget_ms
+    assert "latency_job_s" in (tmp_path / "report" / "trials.csv").read_text().splitlines()[0]

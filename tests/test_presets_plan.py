@@ -104,3 +104,39 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+PRESETS = {  # file -> (baseline ReLUs, data kind)
+    "cifar10_resnet18.yaml": (491_520, "cifar10"),
+    "cifar100_resnet18.yaml": (491_520, "cifar100"),
+    "cifar100_wrn22_8.yaml": (1_359_872, "cifar100"),
+    "tinyimagenet_resnet18.yaml": (1_966_080, "tinyimagenet"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_paper_presets_validate_and_plan_without_data(name: str) -> None:
+    relus, kind = PRESETS[name]
+    cfg = _config(name)
+    assert cfg.data.kind == kind and cfg.data.path and not Path(cfg.data.path).exists()
+    for chain in cfg.techniques:  # every technique runs its published table
+        for tech in chain.chain:
+            assert chain.params[tech]["preset"] == "paper"
+    plan = plan_job(cfg, measure_steps=0)
+    assert plan.baseline_relus == relus  # the papers' convention: no stem ReLU
+    assert plan.data.path_exists is False and any(cfg.data.path in w for w in plan.warnings)
+    assert plan.data.train_images and plan.total_images
+    assert all(b.relus == int(b.requested) for b in plan.budgets)
+
+
+def test_cifar100_preset_has_the_issue_budgets() -> None:
+    budgets = set(_config("cifar100_resnet18.yaml").budgets)
+    assert {12_900, 25_000, 50_000, 100_000} <= budgets
+
+
+def test_shapes_plan_uses_its_fixed_split_sizes() -> None:
+    cfg = SearchConfig.model_validate({"data": {"kind": "shapes", "shapes_train": 300},
+                                       "techniques": ["autorep"], "budgets": [0.1]})
+    plan = plan_job(cfg, measure_steps=0)
+    assert plan.input_shape == (3, 32, 32) and plan.data.train_images == 300
+    assert plan.data.val_images == cfg.data.shapes_val

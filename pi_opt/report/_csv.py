@@ -16,8 +16,11 @@ from pi_opt.report.schema import ParetoReport
 FLAT_FIELDS = ["trial", "chain", "budget", "relus", "circa_relus", "poly_mults", "macs", "cost",
                "val_accuracy", "test_accuracy", "pareto", "over_budget", "harvested_from",
                "seconds", "artifact", "pruned", "feasible", "worst_class_drop"]
-MPC_FIELDS = ["backend", "provider", "device", "batch_size", "latency_s", "rounds",
-              "bytes_per_party", "estimated_lan_s", "estimated_wan_s", "plaintext_agreement"]
+#: predicted online seconds per sample on each network (``ParetoPoint.latency_s``)
+LATENCY_KEYS = ["loopback", "lan", "wan", "job"]
+MPC_FIELDS = ["backend", "provider", "device", "batch_size", "latency_s", "latency_min_s",
+              "latency_max_s", "repeats", "rounds", "bytes_per_party", "estimated_lan_s",
+              "estimated_wan_s", "plaintext_agreement"]
 
 # Cells a spreadsheet would evaluate as a formula (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -35,7 +38,8 @@ def trials_table(report: ParetoReport) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of ``trials.csv`` (rows in trial order)."""
     stages = stage_order(report.points)
     header = (FLAT_FIELDS + ["params", "per_class_test_accuracy"]
-              + [f"mpc_{k}" for k in MPC_FIELDS] + [f"relus_{s}" for s in stages])
+              + [f"mpc_{k}" for k in MPC_FIELDS] + [f"relus_{s}" for s in stages]
+              + [f"latency_{k}_s" for k in LATENCY_KEYS])
     rows = []
     for p in sorted(report.points, key=lambda p: (p.trial, p.relus)):
         flat = {"chain": chain_label(p.chain), "over_budget": p.relus > p.budget}
@@ -45,6 +49,7 @@ def trials_table(report: ParetoReport) -> tuple[list[str], list[list[Any]]]:
         row += [getattr(p.mpc, k) if p.mpc else None for k in MPC_FIELDS]
         kept = stage_kept(p)
         row += [kept.get(s) if p.sites else None for s in stages]
+        row += [(p.latency_s or {}).get(k) for k in LATENCY_KEYS]
         rows.append([_cell(v) for v in row])
     return header, rows
 

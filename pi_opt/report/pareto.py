@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pi_opt.report.schema import BudgetAnswer, ParetoPoint, ParetoReport
+from pi_opt.report.schema import BudgetAnswer, LatencyBudgetAnswer, ParetoPoint, ParetoReport
 
 __all__ = [
     "answer_budgets",
@@ -71,13 +71,13 @@ def pareto_mask(points: Sequence[Any], *, cost_key: str = "relus") -> list[bool]
 def _cost_key(points: Sequence[ParetoPoint], objective: str) -> str:
     if objective == "relus":
         return "relus"
-    if objective == "cost":
+    if objective in ("cost", "latency"):
         # Mixing seconds and ReLU counts in one comparison is meaningless: use the
         # cost estimate only when every point has one, else fall back to ReLUs.
         if points and all(p.cost is not None and math.isfinite(p.cost) for p in points):
             return "cost"
         return "relus"
-    raise ValueError(f"unknown objective {objective!r} (expected 'relus' or 'cost')")
+    raise ValueError(f"unknown objective {objective!r} (expected 'relus', 'cost' or 'latency')")
 
 
 def mark_front(report_points: Sequence[ParetoPoint], objective: str) -> None:
@@ -189,3 +189,32 @@ def finalize_report(report: ParetoReport) -> ParetoReport:
     mark_front(done.points, done.objective)
     done.answers = answer_budgets(done.points, done.budgets)
     return done
+
+
+def _job_latency(p: ParetoPoint) -> float:
+    return (p.latency_s or {}).get("job", math.inf)
+
+
+def answer_latency_budgets(points: Sequence[ParetoPoint], budgets_ms: Iterable[float]
+                           ) -> list[LatencyBudgetAnswer]:
+    """For each latency budget (ms per sample on the job's network), the front point
+    with the best validation accuracy whose predicted latency fits (``met``), else the
+    fastest front point (``met=False``). Points without a latency prediction never answer.
+    """
+    front = [p for p in _front_for_answers(points)
+             if math.isfinite(_job_latency(p)) and math.isfinite(_num(p.val_accuracy))]
+    out: list[LatencyBudgetAnswer] = []
+    for b in budgets_ms:
+        fits = [p for p in front if _job_latency(p) * 1e3 <= b]
+        if fits:
+            best = min(fits, key=lambda p: (-p.val_accuracy, _job_latency(p), p.trial))
+        elif front:
+            best = min(front, key=lambda p: (_job_latency(p), p.trial))
+        else:
+            out.append(LatencyBudgetAnswer(budget_ms=b, met=False, trial=None, latency_ms=None,
+                                           relus=None, test_accuracy=None))
+            continue
+        out.append(LatencyBudgetAnswer(
+            budget_ms=b, met=bool(fits), trial=best.trial, latency_ms=_job_latency(best) * 1e3,
+            relus=best.relus, test_accuracy=best.test_accuracy))
+    return out

@@ -26,6 +26,8 @@ class MpcMeasurement(_Model):
     parties: int = 2
     batch_size: int = 1
     latency_s: float                   # online wall time per batch (median)
+    latency_min_s: float | None = None  # fastest / slowest of the ``repeats`` timed runs
+    latency_max_s: float | None = None
     latency_linear_s: float | None = None
     latency_nonlinear_s: float | None = None
     rounds: int                        # communication rounds per batch (party 0)
@@ -63,6 +65,8 @@ class ParetoPoint(_Model):
     poly_mults: int = 0
     macs: int
     cost: float | None = None           # cost-model estimate (seconds) when available
+    # predicted online seconds per sample: {"loopback", "lan", "wan", "job" (the job's network)}
+    latency_s: dict[str, float] | None = None
     val_accuracy: float
     test_accuracy: float
     per_class_test_accuracy: list[float] = Field(default_factory=list)
@@ -103,13 +107,24 @@ class BudgetAnswer(_Model):
     gap_relus: int | None = None        # how far above budget the closest point is when not met
 
 
+class LatencyBudgetAnswer(_Model):
+    """Best front point whose predicted latency on the job's network fits a latency budget."""
+
+    budget_ms: float
+    met: bool
+    trial: int | None
+    latency_ms: float | None            # predicted on the job's network
+    relus: int | None
+    test_accuracy: float | None
+
+
 class ParetoReport(_Model):
     schema_version: Literal[1] = SCHEMA_VERSION
     title: str
     created_at: str                     # ISO 8601 UTC
     job_id: str | None = None
     dataset: dict[str, Any]             # {"name", "num_classes", "class_names", "sizes": {...}}
-    objective: str                      # "relus" | "cost"
+    objective: str                      # "relus" | "cost" | "latency"
     counting: str                       # the counting convention, human readable
     budgets: list[int]
     techniques: list[list[str]]
@@ -120,6 +135,8 @@ class ParetoReport(_Model):
     answers: list[BudgetAnswer] = Field(default_factory=list)
     failures: list[dict[str, Any]] = Field(default_factory=list)   # {"trial", "chain", "error"}
     compute: dict[str, Any] = Field(default_factory=dict)  # data, baseline, trials, mpc, total
+    network: dict[str, Any] | None = None  # the job's link (pi_opt.network.NetworkProfile)
+    latency_answers: list[LatencyBudgetAnswer] = Field(default_factory=list)
 
     def front(self) -> list[ParetoPoint]:
         return sorted((p for p in self.points if p.pareto), key=lambda p: p.relus)

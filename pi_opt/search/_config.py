@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pi_opt.artifacts import ModelSpec
+from pi_opt.errors import ConfigError
 from pi_opt.data import DatasetSpec
+from pi_opt.network import PROFILES, NetworkProfile, resolve_network
 from pi_opt.training import TrainConfig
 
 
@@ -49,6 +52,14 @@ class SearchConfig(BaseModel):
         (``techniques._common.fairness_resample``); 0 = off.
     chain_slack: in a chain, a count-reducing technique followed by another one gets
         ``chain_slack x budget`` ReLUs; the last reducer meets the budget.
+    network: link between client and server (``pi_opt.network``): ``loopback``, ``lan``,
+        ``wan`` or ``{rtt_ms, bandwidth_mbps}``; ``objective: latency`` ranks candidates
+        by the cost model's online seconds per sample on it.
+    latency_budgets_ms: latency budgets (ms per sample on ``network``) next to the ReLU
+        budgets: each becomes the largest ReLU budget whose cheapest arrangement meets
+        it (``pi_opt.costmodel.relu_budget_for_latency``), and the report answers it
+        with the best point whose predicted latency fits. A budget below the model's
+        linear-layer floor is a config error.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,7 +73,9 @@ class SearchConfig(BaseModel):
         default_factory=lambda: [ChainSpec(chain=[t]) for t in ("snl", "autorep", "deepreduce",
                                                                   "deepreshape")])
     budgets: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 0.5])
-    objective: Literal["relus", "cost"] = "relus"
+    objective: Literal["relus", "cost", "latency"] = "relus"
+    network: NetworkProfile = Field(default_factory=lambda: PROFILES["loopback"])
+    latency_budgets_ms: list[float] = Field(default_factory=list)
     n_trials: int | None = Field(None, ge=1)
     timeout_s: float | None = Field(None, gt=0)
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
@@ -88,6 +101,21 @@ class SearchConfig(BaseModel):
             else:
                 out.append(item)
         return out
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _network(cls, v: Any) -> Any:
+        try:
+            return resolve_network(v)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("latency_budgets_ms")
+    @classmethod
+    def _latency_budgets(cls, v: list[float]) -> list[float]:
+        if any(not math.isfinite(b) or b <= 0 for b in v):
+            raise ValueError("latency_budgets_ms must be finite and > 0 (milliseconds)")
+        return sorted(set(v))
 
     @field_validator("budgets")
     @classmethod

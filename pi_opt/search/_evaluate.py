@@ -10,9 +10,11 @@ from typing import Any
 import torch
 
 from pi_opt.artifacts import MANIFEST, load_artifact, read_manifest, save_artifact
-from pi_opt.costmodel import LatencyModel
+from pi_opt.costmodel import LatencyModel, default_cost_model, point_latencies
 from pi_opt.data import DataBundle
 from pi_opt.errors import BudgetError
+from pi_opt.network import PROFILES, NetworkProfile
+from pi_opt.profile import ModelProfile
 from pi_opt.sites import iter_sites
 from pi_opt.techniques.base import Candidate
 from pi_opt.training import evaluate
@@ -25,6 +27,13 @@ def seed_circa(model: torch.nn.Module, seed: int) -> None:
             seed * 1000 + i)
 
 
+def _cost(model: LatencyModel | None, prof: ModelProfile, network: NetworkProfile | None
+          ) -> float | None:
+    if model is None:
+        return None
+    return model.predict(prof) if network is None else model.predict_latency(prof, network)
+
+
 def evaluate_candidate(
     cand: Candidate,
     *,
@@ -34,9 +43,13 @@ def evaluate_candidate(
     workdir: Path,
     seed: int,
     cost_model: LatencyModel | None = None,
+    network: NetworkProfile | None = None,
 ) -> dict[str, Any]:
     """Write ``cand`` as an artifact, reload it, and measure it.
 
+    ``cost``: the cost model's seconds per sample, on ``network`` when given (objective
+    ``latency``), else on loopback; ``latency_s``: the committed model's prediction on
+    loopback / LAN / WAN / ``network`` (``job``).
     Raises BudgetError when the reloaded artifact holds more than ``budget`` ReLUs.
     Returns JSON-able point attributes (see ``pi_opt.report.ParetoPoint``).
     """
@@ -65,7 +78,8 @@ def evaluate_candidate(
         "circa_relus": prof.circa_relus,
         "poly_mults": prof.poly_mults,
         "macs": prof.macs,
-        "cost": cost_model.predict(prof) if cost_model is not None else None,  # s/sample
+        "cost": _cost(cost_model, prof, network),  # s/sample
+        "latency_s": point_latencies(default_cost_model(), prof, network or PROFILES["loopback"]),
         "val_accuracy": val.accuracy,
         "test_accuracy": test.accuracy,
         "per_class_test_accuracy": test.per_class,

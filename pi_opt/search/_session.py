@@ -34,9 +34,11 @@ import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from pi_opt.costmodel import LatencyModel, default_cost_model
+from pi_opt.artifacts import ModelSpec
+from pi_opt.costmodel import LatencyModel, default_cost_model, relu_budget_for_latency
 from pi_opt.data import load_dataset
 from pi_opt.errors import Cancelled, PiOptError
+from pi_opt.profile import profile_model
 from pi_opt.report.schema import Baseline, MpcMeasurement, ParetoPoint, ParetoReport
 from pi_opt.search._baseline import file_lock, obtain_baseline, resolve_spec
 from pi_opt.search._compute import ComputeMeter, job_compute
@@ -90,6 +92,17 @@ def _software() -> dict[str, str]:
     return out
 
 
+def latency_relu_budgets(config: SearchConfig, spec: ModelSpec) -> list[int]:
+    """ReLU budgets that stand for ``config.latency_budgets_ms`` on ``config.network``
+    (at least 1 each); ConfigError for a budget below the linear-layer floor."""
+    if not config.latency_budgets_ms:
+        return []
+    prof = profile_model(spec.build(), tuple(spec.input_shape))
+    model = default_cost_model()
+    return [max(1, relu_budget_for_latency(model, prof, config.network, ms * 1e-3))
+            for ms in config.latency_budgets_ms]
+
+
 class SearchSession:
     """One worker's handle on a job: data, baseline, study and technique context."""
 
@@ -133,10 +146,16 @@ class SearchSession:
         data = load_dataset(config.data)
         data_s = time.perf_counter() - t0
         spec = resolve_spec(config, data)
+        latency_relus = latency_relu_budgets(config, spec)  # ConfigError below the floor: early
         emit({"type": "phase", "phase": "baseline"})
         baseline = obtain_baseline(config, spec, data, workdir, progress=progress,
                                    should_stop=should_stop)
-        budgets = config.absolute_budgets(baseline.manifest.profile.relus)
+        budgets = sorted(set(config.absolute_budgets(baseline.manifest.profile.relus))
+                         | set(latency_relus))
+        for b in (b for b in budgets if b >= baseline.manifest.profile.relus):
+            emit({"type": "log", "level": "warning", "message": (
+                f"budget {b:,} ReLUs is at or above the baseline's "
+                f"{baseline.manifest.profile.relus:,}: the all-ReLU network already meets it")})
         study = optuna.create_study(
             study_name=STUDY_NAME, storage=make_storage(storage, workdir),
             directions=["maximize", "minimize"], sampler=make_sampler(config),
@@ -153,7 +172,7 @@ class SearchSession:
             job_seed=config.seed, progress=progress, should_stop=should_stop,
             fairness_weight=config.fairness_weight)
         base_val = evaluate(baseline.model, data.val, num_classes=data.num_classes).per_class
-        cost = default_cost_model() if config.objective == "cost" else None
+        cost = default_cost_model() if config.objective in ("cost", "latency") else None
         return cls(config=config, workdir=workdir, study=study, ctx=ctx, baseline=baseline,
                    budgets=budgets, cost_model=cost, progress=progress, should_stop=should_stop,
                    baseline_val_per_class=base_val)
@@ -277,7 +296,8 @@ class SearchSession:
         try:
             point = evaluate_candidate(
                 cand, data=self.ctx.data, budget=budget, directory=self.workdir / "points" / name,
-                workdir=self.workdir, seed=seed, cost_model=self.cost_model)
+                workdir=self.workdir, seed=seed, cost_model=self.cost_model,
+                network=self.config.network if self.config.objective == "latency" else None)
         except PiOptError:
             if harvested:
                 return None
@@ -294,7 +314,7 @@ class SearchSession:
             set_constraint("max_class_drop", float(point["worst_class_drop"]) - limit)
 
     def _cost(self, point: dict[str, Any]) -> float:
-        if self.config.objective == "cost" and point.get("cost") is not None:
+        if self.config.objective in ("cost", "latency") and point.get("cost") is not None:
             return float(point["cost"])
         return float(point["relus"])
 
@@ -341,7 +361,9 @@ class SearchSession:
         done, failed = self._counts()
         if done >= self.total or failed >= max(self.total, 3):
             return 0
-        self._emit({"type": "phase", "phase": "search", "done": done, "total": self.total})
+        self._emit({"type": "phase", "phase": "search", "done": done, "total": self.total,
+                    "budgets": self.budgets,
+                    "baseline_relus": self.baseline.manifest.profile.relus})
         before = len(self.study.get_trials(deepcopy=False))
         self.study.optimize(
             self._objective, timeout=timeout_s or self.config.timeout_s,
@@ -377,6 +399,7 @@ class SearchSession:
                 trial=t.number, chain=a["chain"], params=a.get("params", {}), budget=a["budget"],
                 relus=a["relus"], circa_relus=a.get("circa_relus", 0),
                 poly_mults=a.get("poly_mults", 0), macs=a["macs"], cost=a.get("cost"),
+                latency_s=a.get("latency_s"),
                 val_accuracy=a["val_accuracy"], test_accuracy=a["test_accuracy"],
                 per_class_test_accuracy=a.get("per_class_test_accuracy", []),
                 sites=a.get("sites", []), artifact=a.get("artifact"),
@@ -410,7 +433,7 @@ class SearchSession:
 
     def finalize(self, *, measure: Measure | None = None) -> ParetoReport:
         """Build the Pareto report from the study, measure front points, render all formats."""
-        from pi_opt.report import answer_budgets, mark_front, render_all
+        from pi_opt.report import answer_budgets, answer_latency_budgets, mark_front, render_all
 
         self._emit({"type": "phase", "phase": "report"})
         points = self.points()
@@ -439,6 +462,8 @@ class SearchSession:
                     "finetune_epochs": self.config.finetune.epochs},
             software=_software(), baseline=baseline, points=points,
             answers=answer_budgets(points, self.budgets), failures=self._failures(),
+            network=self.config.network.model_dump(mode="json"),
+            latency_answers=answer_latency_budgets(points, self.config.latency_budgets_ms),
             compute=self.compute(mpc_seconds=time.perf_counter() - t0))
         render_all(report, self.workdir / "report")
         self._emit({"type": "phase", "phase": "done"})

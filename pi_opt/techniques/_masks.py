@@ -8,6 +8,7 @@ back without ever resurrecting a linearized or polynomial position.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -127,6 +128,32 @@ def apply_selection(
     if total > budget:  # pragma: no cover - keep_top guarantees it
         raise BudgetError(f"selection kept {total} > budget {budget}")
     return total
+
+
+#: Steps per epoch the SNL and AutoReP learning rates were tuned at: CIFAR's 50,000
+#: training images at batch 128 (both official scripts).
+PAPER_STEPS_PER_EPOCH = 391
+#: Their Adam learning rate of the mask parameters (SNL ``c``, AutoReP ``w``).
+PAPER_MASK_LR = 1e-3
+#: Ceiling of the scaled rate (tiny data sets would otherwise ask for Adam steps > 0.05).
+MAX_SCALED_MASK_LR = 0.05
+
+
+def steps_per_epoch(ctx: TechniqueContext) -> int:
+    """Optimizer steps per epoch of this job's mask search (train images / batch size)."""
+    return max(1, math.ceil(len(ctx.data.train) / ctx.finetune.batch_size))
+
+
+def scaled_mask_lr(ctx: TechniqueContext, scale: float = 1.0) -> float:
+    """Adam lr of mask parameters with the papers' per-epoch displacement.
+
+    Adam moves a parameter by about ``lr`` per step whatever its gradient's scale, so
+    ``lr x steps per epoch`` is what the mask dynamics see per epoch; this keeps the
+    papers' ``1e-3 x 391`` at this job's steps per epoch (``scale`` times that, at most
+    ``MAX_SCALED_MASK_LR``). CIFAR at batch 128 gets exactly the papers' 1e-3.
+    """
+    return min(MAX_SCALED_MASK_LR,
+               scale * PAPER_MASK_LR * PAPER_STEPS_PER_EPOCH / steps_per_epoch(ctx))
 
 
 def site_cost(name: str, costs: dict[str, float]) -> float:

@@ -16,6 +16,33 @@ among the gates that are on), the learned coefficients are written into the site
 (``MixedActivation.set_poly``) and the model is KD fine-tuned with masks fixed.
 Existing IDENTITY / POLY positions are never gated (never resurrected); existing
 POLY channels keep their coefficients as the starting point of ``p_c``.
+
+Scale (why the defaults behave the same at 2K and 500K ReLUs):
+
+* The hinge is on the density (kept / ``N``), so ``lam`` is already per-ReLU
+  normalised: the official values (40-240) mean the same at any size.
+* Gate learning rate: Adam moves ``w`` by about ``lr`` per step, so the gates'
+  speed per epoch is ``lr x steps per epoch``; ``mask_lr=None`` keeps the official
+  ``1e-3`` at 391 steps per epoch (CIFAR, batch 128) for this job's steps per epoch
+  (see ``_masks.scaled_mask_lr``); the official CLI default 0.02 and our old fixed
+  0.02 were 20x that on CIFAR.
+* Mixed precision: the polynomial, the blend and the density hinge are computed in
+  float32 whatever autocast does (``x^2`` overflows float16 from ``|x|`` ~ 256),
+  and ``w`` stays a float32 parameter, so bf16/fp16 training keeps the gate dynamics.
+* Mask dropout: with probability ``mask_dropout`` per step and site the site runs
+  its all-ReLU output (official option, 0.01), which keeps every ReLU's path trained.
+
+| field | fast (default) | paper | paper source |
+|---|---|---|---|
+| search_epochs | 20 | 200 (80 on TinyImageNet) | AutoReP scripts (mask_epochs) |
+| lam | 10 | 40 (ResNet-18 C100 >= 25K; 60 at 15K, 80 at 12.9K, 240 WRN Tiny) | scripts (lamda) |
+| mask_lr / mask_beta1 | auto (1e-3 at 391 steps/epoch) / 0.5 | 1e-3 / 0.9 | scripts (w_mask_lr, Adam) |
+| schedule | constant | cosine | scripts (optim cosine) |
+| threshold | 0.003 | 0.003 | scripts |
+| x2_scale / a0_scale / a2_scale / var_min | 1 / 1 / 1 / 1e-4 | 0.1 / 0.2 / 0.01 / 0.5 | code heuristics (brief 3.2) |
+| dapa_refresh_steps | 200 | 508 | code |
+| finetune_epochs | ctx | 0 | scripts (epochs 0) |
+| mask_dropout | 0.01 | 0.01 | issue 9 (official option) |
 """
 
 from __future__ import annotations
@@ -26,7 +53,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +68,7 @@ from pi_opt.techniques._masks import (
     MaskGranularity,
     apply_selection,
     finetune_or_eval,
+    scaled_mask_lr,
     search_train_config,
     state_snapshot,
     weights_group,
@@ -91,17 +119,28 @@ def hysteresis_update(m: Tensor, w: Tensor, threshold: float) -> Tensor:
 # config
 # ---------------------------------------------------------------------------
 class AutoRePConfig(TechniqueConfig):
-    """AutoReP search + fine-tune settings (defaults sized for digits / resnet_mini on CPU)."""
+    """AutoReP search + fine-tune settings; scale rules and preset table in the module doc.
 
+    mask_lr: Adam lr of the gates' ``w``; None = the official per-epoch speed at this
+        job's steps per epoch (x ``mask_lr_scale``).
+    mask_dropout: per step and site, probability of running the all-ReLU output.
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {
+        "search_epochs": 200, "lam": 40.0, "mask_lr": 1e-3, "mask_beta1": 0.9,
+        "schedule": "cosine", "x2_scale": 0.1, "a0_scale": 0.2, "a2_scale": 0.01,
+        "var_min": 0.5, "dapa_refresh_steps": 508, "finetune_epochs": 0}}
     granularity: MaskGranularity = "pixel"
     search_epochs: int = Field(20, ge=1)
-    lam: float = Field(5.0, ge=0)           # hinge weight on (density - budget/N)
+    lam: float = Field(10.0, ge=0)          # hinge weight on (density - budget/N)
     threshold: float = Field(0.003, ge=0)     # hysteresis t
     w_init: Literal["uniform"] | float = "uniform"  # Uniform(0,1) as the paper, or a constant
     lr: float = Field(1e-3, gt=0)             # Adam, network weights
     schedule: Literal["cosine", "constant"] = "constant"  # search lr schedule (all groups)
-    mask_lr: float = Field(0.02, gt=0)        # Adam, auxiliary weights w
+    mask_lr: float | None = Field(None, gt=0)  # Adam, auxiliary weights w (None = scaled)
+    mask_lr_scale: float = Field(1.0, gt=0)
     mask_beta1: float = Field(0.5, ge=0, lt=1)  # Adam beta1 of w (lower = less overshoot)
+    mask_dropout: float = Field(0.01, ge=0, lt=1)
     poly_lr: float = Field(1e-3, gt=0)        # Adam, polynomial coefficients
     weight_decay: float = Field(0.0, ge=0)
     degree: Literal[1, 2] = 2
@@ -161,8 +200,8 @@ class AutoReP(Technique):
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
         return {
-            "lam": trial.suggest_float(f"{prefix}lam", 1.0, 50.0, log=True),
-            "mask_lr": trial.suggest_float(f"{prefix}mask_lr", 5e-3, 1e-1, log=True),
+            "lam": trial.suggest_float(f"{prefix}lam", 3.0, 100.0, log=True),
+            "mask_lr_scale": trial.suggest_float(f"{prefix}mask_lr_scale", 0.3, 3.0, log=True),
             "threshold": trial.suggest_float(f"{prefix}threshold", 1e-4, 1e-2, log=True),
             "granularity": trial.suggest_categorical(f"{prefix}granularity", ["pixel", "channel"]),
         }
@@ -262,7 +301,7 @@ class AutoReP(Technique):
                          history=copy.deepcopy(start.history))
         cand.history.append(self.step_record(
             budget=budget, relus=kept, poly_elements=poly_elems, search_epoch=info["epoch"],
-            live_count=info["live"]))
+            live_count=info["live"], mask_lr=info["mask_lr"]))
         cand.notes.update({"search_epochs": info["epochs"], "live_count": info["live"],
                            "warm_started": info["warm_started"],
                            "search_val_accuracy": info["val"]})
@@ -277,10 +316,15 @@ class AutoReP(Technique):
         target = budget / total
         mode = {"collect": False}
         mom = cfg.stats_momentum
+        mask_lr = cfg.mask_lr or scaled_mask_lr(ctx, cfg.mask_lr_scale)
+        drop_gen = torch.Generator().manual_seed(ctx.seed + 17)
+        dropped = [False] * len(gates)
 
-        def make_hook(gt: _Gate) -> Callable[..., Tensor]:
+        def make_hook(i: int, gt: _Gate) -> Callable[..., Tensor]:
             def hook(mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
                 x = args[0]
+                if mod.training and dropped[i]:
+                    return out  # mask dropout: this step, this site runs all ReLUs
                 if mode["collect"] or mod.training:
                     with torch.no_grad():
                         s, sq, n = _channel_moments(x)
@@ -301,11 +345,14 @@ class AutoReP(Technique):
                 else:
                     shape = (1, -1)
                     mix = mix.reshape(-1)
-                p = eff[:, 0].view(shape) + x * (eff[:, 1].view(shape) + x * eff[:, 2].view(shape))
-                return out + mix.to(x.dtype) * (p - out)
+                xf, of = x.float(), out.float()  # float32 under autocast (x^2 overflows fp16)
+                p = eff[:, 0].view(shape) + xf * (eff[:, 1].view(shape)
+                                                  + xf * eff[:, 2].view(shape))
+                return (of + mix * (p - of)).to(out.dtype)
             return hook
 
-        handles = [gt.g.site.register_forward_hook(make_hook(gt)) for gt in gates]
+        handles = [gt.g.site.register_forward_hook(make_hook(i, gt))
+                   for i, gt in enumerate(gates)]
         best: dict[str, Any] = {"val": -1.0, "snap": None, "epoch": 0}
         last = {"live": total, "epoch": 0}
 
@@ -317,12 +364,16 @@ class AutoReP(Technique):
             with torch.no_grad():
                 for gt in gates:
                     gt.m.copy_(hysteresis_update(gt.m, gt.w, cfg.threshold))
+                if cfg.mask_dropout > 0:
+                    draws = torch.rand(len(gates), generator=drop_gen) < cfg.mask_dropout
+                    dropped[:] = draws.tolist()
                 if 0 < step < cfg.dapa_refresh_steps and step % cfg.dapa_refresh_every == 0:
                     for gt in gates:
                         self._dapa(gt)
 
         def hinge(model: nn.Module) -> Tensor:
-            dens = torch.stack([(ste_gate(gt.w, gt.m) * gt.weight).sum() for gt in gates]).sum()
+            dens = torch.stack([(ste_gate(gt.w.float(), gt.m.float()) * gt.weight.float()).sum()
+                                for gt in gates]).sum()
             return cfg.lam * torch.relu(dens / total - target)
 
         def on_epoch_end(model: nn.Module, epoch: int, val_acc: float) -> bool:
@@ -337,7 +388,7 @@ class AutoReP(Technique):
 
         def groups(model: nn.Module) -> list[dict[str, Any]]:
             return [weights_group(model),
-                    {"params": [gt.w for gt in gates], "lr": cfg.mask_lr, "weight_decay": 0.0,
+                    {"params": [gt.w for gt in gates], "lr": mask_lr, "weight_decay": 0.0,
                      "betas": (cfg.mask_beta1, 0.999)},
                     {"params": [gt.coef for gt in gates], "lr": cfg.poly_lr,
                      "weight_decay": 0.0}]
@@ -363,8 +414,10 @@ class AutoReP(Technique):
                 for dst, src in zip(self._tensors(gates), tensors):
                     dst.copy_(src)
             return {"epochs": res.epochs_run, "epoch": best["epoch"], "live": best["live"],
+                    "mask_lr": mask_lr,
                     "val": best["val"]}
         return {"epochs": res.epochs_run, "epoch": last["epoch"], "live": last["live"],
+                "mask_lr": mask_lr,
                 "val": float("nan")}
 
     def _projection_scores(self, gates: list[_Gate]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

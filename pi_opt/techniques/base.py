@@ -23,10 +23,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from torch import nn
 
 from pi_opt.artifacts import ModelSpec
@@ -38,10 +38,34 @@ from pi_opt.training import TrainConfig
 from pi_opt.training._loops import ProgressFn, StopFn
 
 
+PresetName = Literal["fast", "paper"]
+
+
 class TechniqueConfig(BaseModel):
-    """Base of every technique config: keyword-only, typed, no unknown keys."""
+    """Base of every technique config: keyword-only, typed, no unknown keys.
+
+    ``preset`` selects the parameter table the unset fields come from:
+
+    * ``fast`` (default): the class defaults - scale-correct (they behave the same at
+      2K and 500K ReLUs) and sized for short searches;
+    * ``paper``: the published method's values (``PRESETS["paper"]``, with the
+      source of each value in the class doc), for reproducing its tables.
+
+    Fields given explicitly always win over the preset, e.g.
+    ``SNLConfig(preset="paper", max_search_epochs=300)``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: preset name -> field values; ``fast`` is the class defaults.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    preset: PresetName = "fast"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset", "fast") != "fast":
+            return {**cls.PRESETS.get(str(data["preset"]), {}), **data}
+        return data
 
 
 @dataclass

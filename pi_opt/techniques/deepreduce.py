@@ -27,7 +27,7 @@ import copy
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -244,8 +244,17 @@ class DeepReDuceConfig(TechniqueConfig):
         ``ceil(epochs * scratch_epoch_multiplier)`` epochs at ``scratch_lr``
         (None = the fine-tune lr).
     kd_temperature / kd_weight: loss = CE + kd_weight * T^2 KL (brief 1.3/4.4).
+
+    Scale: nothing here depends on the ReLU count (whole stages are culled; epochs
+    are epochs). ``preset="paper"``: every candidate trains 200 KD epochs, from
+    scratch or not (DI-repo re-implementation: 200 epochs, cosine, SGD lr 1e-3 - the
+    lr is the job's ``finetune.lr``; its loss 0.5 CE + 0.5 KD equals ours at half
+    the lr), and each stage variant of the criticality profile is a full 200-epoch
+    training (paper's procedure, recalled - no official code is public).
     """
 
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {
+        "epochs": 200, "scratch_epoch_multiplier": 1.0, "criticality_epochs": 200}}
     criticality_epochs: int = Field(2, ge=0)
     criticality_init: CriticalityInit = "teacher"
     thin: ThinMode = "auto"

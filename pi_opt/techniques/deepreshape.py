@@ -28,7 +28,7 @@ import copy
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field, field_validator
@@ -198,7 +198,17 @@ class DeepReShapeConfig(TechniqueConfig):
         finetune_epochs: after culling (None = ctx.finetune.epochs).
     fill_budget: select exactly ``budget`` ReLUs (channel top-B) from the smallest
         structure above the budget instead of the largest structure below it.
+
+    Scale: structure only (widths are chosen against the budget's absolute count).
+    ``preset="paper"``: the base-width sweep C in 16/32/64/128 (paper's HybReNet
+    families), 200 from-scratch KD epochs per HybReNet and 200-epoch criticality
+    trainings like DeepReDuce's; the 100-epoch fine-tune after culling is SNL's
+    convention (no DeepReShape code is public: these are not from a released script).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {
+        "base_widths": (16, 32, 64, 128), "train_epochs": 200, "finetune_epochs": 100,
+        "criticality_epochs": 200}}
 
     criticality_epochs: int = Field(2, ge=0)
     criticality_init: CriticalityInit = "teacher"

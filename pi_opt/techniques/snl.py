@@ -3,13 +3,44 @@
 Search: every currently kept ReLU position (RELU or CIRCA) gets a learnable
 coefficient ``c`` (init 1; one per position for ``pixel``, one per channel for
 ``channel`` granularity) and the site computes ``c*site(x) + (1-c)*x``. Weights
-and ``c`` are trained jointly with CE + KD(T=4) + ``lambda * sum cost_s |c| n``
-(``n`` = ReLUs an entry covers); ``lambda`` grows by ``lambda_growth`` after each
-epoch (from ``warmup_epochs`` on) whose live count ``#{c > threshold}`` is not a
-new minimum. One descent passes every requested budget; at each the state is
+and ``c`` are trained jointly with CE + KD(T=4) + ``lambda * sum cost_s |c| n / N``
+(``n`` = ReLUs an entry covers, ``N`` = candidate ReLUs at the start of the search);
+``lambda`` grows by ``lambda_growth`` after each epoch (from ``warmup_epochs`` on)
+whose live count ``#{c > threshold}`` is not a new minimum. One descent passes every
+requested budget and stops when the last one is reached (or at
+``max_search_epochs``, noted in the candidate); at each budget the state is
 snapshotted, binarized by exact top-B over ``|c|`` (never over budget) and KD
 fine-tuned with the mask fixed. Positions that are already linearized (IDENTITY,
 POLY) keep their kind: they are never candidates and never resurrected.
+
+Scale (why the defaults behave the same at 2K and 500K ReLUs):
+
+* Penalty. The official code adds ``alpha * sum |c|`` with ``alpha = 1e-5`` on
+  ResNet-18/CIFAR (491,520 positions). The gradient a position gets from the task
+  loss shrinks roughly as ``1/N`` (each one is a smaller share of the network), so a
+  fixed un-normalised ``alpha`` is ``N`` times too strong on a big net relative to a
+  small one (our old ``1e-2`` was ~1000x the paper at 491,520 ReLUs and collapsed
+  the mask). We divide the sum by ``N``: ``lambda = alpha * 491,520 = 4.9152`` is
+  the paper's value (``SNL_PAPER_LAMBDA``) at any size.
+* Mask learning rate. Adam moves each ``c`` by about ``lr`` per step whatever the
+  gradient's scale, so what the descent (and the per-epoch ``lambda`` escalation)
+  sees is ``lr x steps per epoch``. The paper uses Adam ``1e-3`` at 391 steps per
+  epoch (50,000 images, batch 128). ``mask_lr=None`` keeps that per-epoch
+  displacement: ``1e-3 x 391 / steps_per_epoch`` (x ``mask_lr_scale``, at most
+  0.05): exactly ``1e-3`` on CIFAR at batch 128, ~0.02 on the digits set.
+* Length. The paper's descent needs 420-520 epochs for 6-15K ReLUs on
+  ResNet-18/CIFAR-100 (third-party log, lambda 1e-5 -> ~1e-3) and caps at 2000;
+  ``preset="paper"`` keeps that cap (~4x). The ``fast`` preset escalates lambda
+  faster (x1.25 after 2 warm-up epochs instead of x1.1 after 5) and caps at 200.
+
+| field | fast (default) | paper | paper source |
+|---|---|---|---|
+| lambda_init | 4.9152 (normalised) | 4.9152 | alpha 1e-5 x 491,520 (SNL code) |
+| lambda_growth / warmup_epochs | 1.25 / 2 | 1.1 / 5 | SNL code |
+| mask_lr | auto (1e-3 at 391 steps/epoch) | 1e-3 | SNL script (Adam) |
+| lr (weights, Adam) | 1e-3 | 1e-3 | SNL script |
+| threshold | 0.01 | 0.01 | SNL code |
+| max_search_epochs | 200 | 2000 | SNL code hard cap |
 
 The search runs through forward hooks on the :class:`MixedActivation` sites, so
 the returned candidates are plain prepared models.
@@ -24,7 +55,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -40,6 +71,7 @@ from pi_opt.techniques._masks import (
     finetune_or_eval,
     gated_sites,
     kept_elements,
+    scaled_mask_lr,
     search_train_config,
     site_cost,
     state_snapshot,
@@ -60,18 +92,39 @@ from pi_opt.training import TrainHooks, fit
 # ---------------------------------------------------------------------------
 # SNL
 # ---------------------------------------------------------------------------
-class SNLConfig(TechniqueConfig):
-    """SNL search + fine-tune settings (defaults sized for digits / resnet_mini on CPU)."""
+#: Official SNL penalty weight on the un-normalised sum of |c| ...
+SNL_PAPER_ALPHA = 1e-5
+#: ... tuned on ResNet-18/CIFAR without the stem ReLU (491,520 positions).
+SNL_PAPER_RELUS = 491_520
+#: The same penalty on our normalised sum (divided by the candidate ReLUs).
+SNL_PAPER_LAMBDA = SNL_PAPER_ALPHA * SNL_PAPER_RELUS
 
+
+class SNLConfig(TechniqueConfig):
+    """SNL search + fine-tune settings; scale rules and the preset table in the module doc.
+
+    lambda_init: weight of the per-ReLU-normalised L1 penalty (see module doc).
+    mask_lr: Adam lr of ``c``; None = the paper's per-epoch displacement at this job's
+        steps per epoch (x ``mask_lr_scale``).
+    max_search_epochs: bound of the descent, which otherwise runs until every budget
+        is reached; candidates note ``search_bound_hit`` when it stopped there.
+    count_every_steps: the live count (a device sync) is read every N steps and at
+        every epoch end.
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {
+        "lambda_growth": 1.1, "warmup_epochs": 5, "mask_lr": 1e-3, "max_search_epochs": 2000}}
     granularity: MaskGranularity = "pixel"
-    lambda_init: float = Field(1e-2, gt=0)
-    lambda_growth: float = Field(1.1, ge=1.0)
+    lambda_init: float = Field(SNL_PAPER_LAMBDA, gt=0)
+    lambda_growth: float = Field(1.25, ge=1.0)
     warmup_epochs: int = Field(2, ge=0)
     threshold: float = Field(0.01, gt=0)
     lr: float = Field(1e-3, gt=0)          # Adam, network weights during the search
-    mask_lr: float = Field(0.01, gt=0)     # Adam, the coefficients c
+    mask_lr: float | None = Field(None, gt=0)  # Adam, the coefficients c (None = scaled)
+    mask_lr_scale: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    max_search_epochs: int = Field(30, ge=1)
+    max_search_epochs: int = Field(200, ge=1)
+    count_every_steps: int = Field(10, ge=1)
     harvest_budgets: list[int] = Field(default_factory=list)
     finetune_epochs: int | None = Field(None, ge=0)
     kd_temperature: float = Field(4.0, gt=0)
@@ -106,8 +159,9 @@ class SNL(Technique):
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
         return {
-            "lambda_init": trial.suggest_float(f"{prefix}lambda_init", 1e-3, 5e-2, log=True),
-            "mask_lr": trial.suggest_float(f"{prefix}mask_lr", 3e-3, 3e-2, log=True),
+            "lambda_init": trial.suggest_float(f"{prefix}lambda_init", SNL_PAPER_LAMBDA / 10,
+                                               SNL_PAPER_LAMBDA * 10, log=True),
+            "mask_lr_scale": trial.suggest_float(f"{prefix}mask_lr_scale", 0.3, 3.0, log=True),
             "threshold": trial.suggest_float(f"{prefix}threshold", 1e-3, 5e-2, log=True),
             "granularity": trial.suggest_categorical(f"{prefix}granularity", ["pixel", "channel"]),
         }
@@ -157,12 +211,18 @@ class SNL(Technique):
             cand.history.append(self.step_record(
                 budget=b, harvested=harvested, relus=kept, search_epoch=use.epoch,
                 search_step=use.step, live_count=use.live, lam=use.lam))
-            cand.notes.update({"budget": b, "budget_reached": snap is not None, "search_epochs": info["epochs"],
-                               "live_count": use.live})
+            bound_hit = snap is None and info["bound_hit"]
+            cand.history[-1].update(search_epochs=info["epochs"], search_bound_hit=bound_hit,
+                                    mask_lr=info["mask_lr"])
+            cand.notes.update({"budget": b, "budget_reached": snap is not None,
+                               "search_epochs": info["epochs"], "live_count": use.live,
+                               "search_bound_hit": bound_hit})
             if snap is None:
+                why = (f"the search bound max_search_epochs={cfg.max_search_epochs} was hit"
+                       if bound_hit else "the search stopped early")
                 cand.notes["warning"] = (
-                    f"SNL live count {use.live} did not reach budget {b} within "
-                    f"{cfg.max_search_epochs} search epochs; binarized by exact top-B")
+                    f"SNL live count {use.live} did not reach budget {b}: {why}; binarized by "
+                    "exact top-B over |c| (raise max_search_epochs or lambda_growth)")
             ctx.emit(type="technique", technique=self.name, event="binarized", budget=b,
                      relus=kept, harvested=harvested)
             finetune_or_eval(ctx, cand, ft_epochs, cfg.kd_temperature, f"{self.name}-finetune")
@@ -177,8 +237,10 @@ class SNL(Technique):
         dev = next((p.device for p in work.parameters()), torch.device("cpu"))
         coeffs = [nn.Parameter(torch.ones(g.pshape, device=dev)) for g in sites]
         cands = [g.cand.to(dev) for g in sites]
-        weights = [g.weight.to(dev) * site_cost(g.name, cfg.site_costs) for g in sites]
         counts_w = [g.weight.to(dev) for g in sites]
+        norm = max(1.0, float(sum(float(w.sum()) for w in counts_w)))  # N candidate ReLUs
+        weights = [w * (site_cost(g.name, cfg.site_costs) / norm) for g, w in zip(sites, counts_w)]
+        mask_lr = cfg.mask_lr or scaled_mask_lr(ctx, cfg.mask_lr_scale)
         state = {"lam": cfg.lambda_init, "best": math.inf, "epoch": 0, "step": 0}
         snaps: dict[int, _Snapshot] = {}
         pending = list(targets)  # descending
@@ -217,8 +279,8 @@ class SNL(Technique):
 
         def on_step(model: nn.Module, step: int) -> None:
             state["step"] = step
-            if step > 0:  # state after `step` optimizer steps, inside epoch `epoch + 1`
-                harvest(step, state["epoch"] + 1)
+            if step > 0 and step % cfg.count_every_steps == 0:
+                harvest(step, state["epoch"] + 1)  # after `step` steps, inside epoch + 1
 
         def on_epoch_end(model: nn.Module, epoch: int, val_acc: float) -> bool:
             state["epoch"] = epoch
@@ -235,7 +297,7 @@ class SNL(Technique):
 
         def groups(model: nn.Module) -> list[dict[str, Any]]:
             return [weights_group(model),
-                    {"params": coeffs, "lr": cfg.mask_lr, "weight_decay": 0.0}]
+                    {"params": coeffs, "lr": mask_lr, "weight_decay": 0.0}]
 
         tcfg = search_train_config(ctx, epochs=cfg.max_search_epochs, lr=cfg.lr,
                                    weight_decay=cfg.weight_decay, schedule="constant",
@@ -256,7 +318,8 @@ class SNL(Technique):
                 h.remove()
         st, cs = state_snapshot(work, list(coeffs))
         final = _Snapshot(-1, st, cs, state["epoch"], state["step"], live_count(), state["lam"])
-        return snaps, final, {"epochs": epochs_run}
+        return snaps, final, {"epochs": epochs_run, "mask_lr": mask_lr,
+                              "bound_hit": bool(pending) and epochs_run >= cfg.max_search_epochs}
 
 
 __all__ = [
