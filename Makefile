@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install demo optimize test test-fast bench-fronts bench-mpc bench-service openapi clean
+.PHONY: install demo optimize typecheck test test-fast bench-fronts bench-mpc bench-service openapi clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ demo: install
 # The same search without the service (CLI, progress bar).
 optimize: install
 	$(PY) -m pi_opt_cli optimize --config configs/digits_quick.yaml --workdir runs/digits_quick
+
+# Static types of the library (config in pyproject.toml [tool.mypy]); CI runs it first.
+typecheck: install
+	$(PY) -m mypy
 
 # README command 2.
 test: install

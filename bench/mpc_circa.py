@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mpc.launcher import run_parties  # noqa: E402
 from mpc_common import machine  # noqa: E402
-from pi_opt.circa import encode_fixed  # noqa: E402
+from pi_opt.circa_faults import encode_fixed  # noqa: E402
 
 #: (k dropped bits, l kept bits) settings; (0, 64) is the full-width protocol.
 SETTINGS: list[tuple[int, int]] = [(0, 64), (4, 32), (4, 16), (12, 16), (12, 8), (16, 4)]

@@ -1,7 +1,7 @@
 """Circa's truncated sign test on CrypTen arithmetic shares (2 parties).
 
 The bit computed for each element is exactly
-``pi_opt.circa.truncated_sign_bits(s0, s1, k, l)`` of the parties' int64 shares
+``pi_opt.circa_faults.truncated_sign_bits(s0, s1, k, l)`` of the parties' int64 shares
 ``s0 + s1 = x * 2**16``:
 
 1. each party keeps bits ``[k, k + l)`` of its *own* share (local);
@@ -17,7 +17,7 @@ The bit computed for each element is exactly
    has scale 1).
 
 Rounds: ``3 + ceil(log2(l - 1))`` (7 for l = 16, 6 for l = 8; CrypTen's ReLU: 9), as
-:func:`pi_opt.circa.circa_rounds` (re-exported here as ``rounds``) computes them.
+:func:`pi_opt.circa_faults.circa_rounds` (re-exported here as ``rounds``) computes them.
 CrypTen bytes per element (send + receive, as CrypTen counts them):
 ``(2 + 4 * ceil(log2(l - 1))) * 16 / lanes + 0.25 + 32``.
 Functions here must run inside a party process (crypten initialized).
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pi_opt.circa import carry_levels
-from pi_opt.circa import circa_rounds as rounds
+from pi_opt.circa_faults import carry_levels
+from pi_opt.circa_faults import circa_rounds as rounds
 
 _MASK64 = (1 << 64) - 1
 

@@ -171,6 +171,7 @@ class CryptenBackend:
         m = MpcMeasurement(
             backend=backend, provider=cfg.provider, device=device, batch_size=cfg.batch_size,
             latency_s=lat, latency_linear_s=lin_s, latency_nonlinear_s=non_s,
+            latency_min_s=min(cres["latencies"]), latency_max_s=max(cres["latencies"]),
             rounds=rounds, bytes_per_party=bytes_sent,
             bytes_linear=lin_b // 2, bytes_nonlinear=non_b // 2,
             network=_link_dict(cfg), network_emulated=cfg.emulate_network,

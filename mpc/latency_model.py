@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pi_opt.circa import circa_rounds
+from pi_opt.circa_faults import circa_rounds
 from pi_opt.costmodel import (
     RELU_ROUNDS,
     CostCounts,

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from mpc.errors import LoweringError
 from pi_opt.activations import Kind, MixedActivation
-from pi_opt.circa import FRAC_BITS, circa_relu
+from pi_opt.circa_faults import FRAC_BITS, circa_relu
 from pi_opt.layers import bn_folds, node_shape, traced
 
 OpKind = Literal[
@@ -612,7 +612,7 @@ def coeff_view(coeffs: Tensor, site: SitePlan) -> Tensor:
 class PlainBackend:
     """Float execution of a plan (with its folded weights): a check of the lowering.
 
-    Circa positions use the plaintext fault simulation (:func:`pi_opt.circa.circa_relu`).
+    Circa positions use the plaintext fault simulation (:func:`pi_opt.circa_faults.circa_relu`).
     """
 
     def __init__(self, generator: torch.Generator | None = None) -> None:

@@ -7,7 +7,7 @@ of four kinds:
 * ``RELU``     - exact ReLU: 1 ReLU (one secure comparison) per element.
 * ``POLY``     - per-channel polynomial ``a0 + a1 x + a2 x^2`` (public coefficients):
   0 ReLUs, 1 secure multiplication (a square) per element when ``a2 != 0``.
-* ``CIRCA``    - stochastic ReLU with a truncated sign test (``pi_opt.circa``):
+* ``CIRCA``    - stochastic ReLU with a truncated sign test (``pi_opt.circa_faults``):
   counted as 1 ReLU, tagged with its (k, l) truncation.
 
 All state lives in buffers, so ``state_dict``/safetensors round-trips are exact.
@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from pi_opt.circa import FRAC_BITS, circa_relu
+from pi_opt.circa_faults import FRAC_BITS, circa_relu
 
 Granularity = Literal["element", "channel"]
 

@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pi_opt.circa import carry_levels, circa_rounds
+from pi_opt.circa_faults import carry_levels, circa_rounds
 from pi_opt.layers import LayerProfile
 from pi_opt.network import NetworkProfile
 from pi_opt.profile import ModelProfile, SiteProfile

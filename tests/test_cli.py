@@ -157,9 +157,9 @@ def test_progress_display_lines() -> None:
     show({"type": "log", "level": "warning", "message": "careful"})
     show.close()
     text = stream.getvalue()
-    assert "baseline epoch 3/15 val 50.0%" in text  # whole epochs, accuracy in %
+    assert "baseline epoch 3/15 val 50.00%" in text  # whole epochs, accuracy in %
     assert "budgets: 100 ReLUs (2.5% of baseline); 5,000 ReLUs (125.0% of baseline)" in text
-    assert "trial 0 snl @ 100: 98 ReLUs, val 90.0%" in text
+    assert "trial 0 snl @ 100: 98 ReLUs, val 90.00%" in text
     assert "[pi-opt] warning: careful" in text
     assert show.eta_s() is None  # closed
 

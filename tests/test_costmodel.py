@@ -12,7 +12,7 @@ import torch
 import pi_opt.costmodel as cm
 from pi_opt.activations import Kind
 from pi_opt.artifacts import ArchSpec, ModelSpec, load_artifact
-from pi_opt.circa import circa_rounds
+from pi_opt.circa_faults import circa_rounds
 from pi_opt.costmodel import LatencyModel, counts_from_profile, default_cost_model
 from pi_opt.errors import ConfigError
 from pi_opt.models import create_model, list_models

@@ -45,7 +45,7 @@ from mpc.launcher import run_parties
 from mpc.lowering import lower, run_plain
 from pi_opt.activations import Kind
 from pi_opt.artifacts import ArchSpec, ModelSpec, load_artifact, save_artifact
-from pi_opt.circa import encode_fixed, exact_range, truncated_sign_bits
+from pi_opt.circa_faults import encode_fixed, exact_range, truncated_sign_bits
 from pi_opt.errors import ConfigError
 from pi_opt.models import create_model
 from pi_opt.profile import profile_model

@@ -63,8 +63,10 @@ def _sites(relus: int) -> list[SiteKept]:
 
 
 def _mpc(relus: int) -> MpcMeasurement:
-    return MpcMeasurement(backend="crypten-0.4.1", provider="TFP", device="cpu",
-                          latency_s=0.05 + relus * 2e-6, rounds=40 + relus // 5000,
+    lat = 0.05 + relus * 2e-6
+    return MpcMeasurement(backend="crypten-0.4.1", provider="TFP", device="cpu", repeats=3,
+                          latency_s=lat, latency_min_s=0.8 * lat, latency_max_s=1.3 * lat,
+                          rounds=40 + relus // 5000,
                           bytes_per_party=2_000_000 + relus * 300)
 
 
@@ -121,7 +123,13 @@ def report() -> ParetoReport:
 
 @pytest.fixture(scope="module")
 def rendered(report: ParetoReport, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return render_all(report, tmp_path_factory.mktemp("report"))
+    job = tmp_path_factory.mktemp("job")
+    for p in [*report.points, report.baseline]:  # stand-in artifact folders of the job
+        folder = job / str(p.artifact)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.json").write_text("{}")
+        (folder / "weights.safetensors").write_bytes(b"w" * 64)
+    return render_all(report, job / "report")
 
 
 # --------------------------------------------------------------------------- pareto_mask
@@ -297,18 +305,33 @@ def test_trials_csv(report: ParetoReport, tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- HTML
 
-def test_render_all_outputs(rendered: dict[str, Path]) -> None:
+def test_render_all_outputs(report: ParetoReport, rendered: dict[str, Path]) -> None:
+    from pi_opt.report._html import plotly_js_name
+
+    downloads = {f"downloads/trial-{p.trial}.zip" for p in report.front()}
     assert set(rendered) == {"pareto.json", "trials.csv", "report.html", "pareto.png",
-                             "latency.png", "layers.png", "per_class.png"}
+                             "latency.png", "layers.png", "per_class.png", plotly_js_name(),
+                             "downloads/baseline.zip", *downloads}
     outdir = rendered["report.html"].parent
-    assert sorted(p.name for p in outdir.iterdir()) == sorted(rendered)  # nothing else written
+    written = {p.relative_to(outdir).as_posix() for p in outdir.rglob("*") if p.is_file()}
+    assert written == set(rendered)  # nothing else written
 
 
-def test_html_is_self_contained_with_plotly_once(rendered: dict[str, Path]) -> None:
+def test_html_is_offline_with_plotly_once(report: ParetoReport, rendered: dict[str, Path],
+                                          tmp_path: Path) -> None:
     from plotly.offline import get_plotlyjs
 
-    html = rendered["report.html"].read_text(encoding="utf-8")
+    from pi_opt.report import write_html
+    from pi_opt.report._html import plotly_js_name
+
     signature = get_plotlyjs()[:200]
+    # render_all: one shared plotly.js file beside the page, loaded by a relative src
+    job_html = rendered["report.html"].read_text(encoding="utf-8")
+    assert signature not in job_html
+    assert re.findall(r"<script[^>]*\bsrc\s*=\s*\"([^\"]+)\"", job_html) == [plotly_js_name()]
+    assert rendered[plotly_js_name()].read_text(encoding="utf-8") == get_plotlyjs()
+    # write_html alone: self-contained, plotly.js inlined exactly once
+    html = write_html(report, tmp_path / "alone.html").read_text(encoding="utf-8")
     assert html.count(signature) == 1
     assert html.count("Plotly.newPlot(") >= 4  # pareto, mpc, layers, per-class, hypervolume
     assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I)  # everything inline
@@ -329,7 +352,9 @@ def test_html_contains_table_values(report: ParetoReport, rendered: dict[str, Pa
     assert "stem ReLU included" in html  # counting convention
     assert "not met · closest" in html and html.count('class="badge met"') == \
         sum(a.met for a in report.answers)
-    assert 'href="artifacts/trial-' in html
+    assert 'href="pareto.json"' in html and 'href="trials.csv"' in html
+    for p in report.front():
+        assert f'href="downloads/trial-{p.trial}.zip"' in html and f'id="trial-{p.trial}"' in html
     # worst-hit class highlighted once per front point in the per-class table
     assert html.count('class="num worst"') == len(report.front())
     assert "cat" in html
@@ -408,7 +433,8 @@ def test_render_degenerate_reports(tmp_path: Path) -> None:
                                                            "failures": [], "budgets": []})
     empty = finalize_report(empty)
     files = render_all(empty, tmp_path / "empty")
-    assert set(files) == {"pareto.json", "trials.csv", "report.html", "pareto.png"}
+    assert set(files) - {"pareto.json", "trials.csv", "report.html", "pareto.png"} == {
+        files["report.html"].parent.joinpath(n).name for n in files if n.endswith(".js")}
     assert "No front points." in files["report.html"].read_text(encoding="utf-8")
     assert read_report(files["pareto.json"]) == empty
     assert files["trials.csv"].read_text(encoding="utf-8").count("\n") == 1  # header only
@@ -419,4 +445,89 @@ def test_render_degenerate_reports(tmp_path: Path) -> None:
     assert next(p for p in rep.points if p.trial == 50).pareto
     files = render_all(rep, tmp_path / "zero")
     assert files["pareto.png"].read_bytes()[:8] == PNG_MAGIC
-    assert "31.00%" in files["report.html"].read_text(encoding="utf-8")
+    html = files["report.html"].read_text(encoding="utf-8")
+    assert "31.00%" in html
+    assert "0 ReLUs (fully linearized" in html and "diamond-wide" in html  # marked honestly
+
+
+def test_zero_relu_axis_and_mpc_spread(report: ParetoReport) -> None:
+    from pi_opt.report._html import mpc_plot, pareto_plot
+    from pi_opt.report._views import fmt_latency, relu_axis
+
+    rep = report.model_copy(deep=True)
+    rep.points.append(_pt(60, 0, 0.2, 0.2, budget=0, chain=["snl"]))
+    axis = relu_axis(rep)
+    smallest = min(p.relus for p in report.points)
+    assert axis.has_zero and axis.x(0) == axis.zero_at < axis.break_at < smallest
+    assert axis.x(smallest) == smallest  # positive counts are not moved
+    fig = pareto_plot(rep)
+    dotted = [s for s in fig.layout.shapes if s.line.dash == "dot" and s.x0 == s.x1]
+    assert [s.x0 for s in dotted] == [axis.break_at]
+    clickable = [t for t in fig.data if t.customdata is not None]
+    assert sorted(c for t in clickable for c in t.customdata) == sorted(
+        p.trial for p in rep.points)  # every point selects its row by trial number
+    m = next(p.mpc for p in report.points if p.mpc is not None)
+    assert fmt_latency(m).count("–") == 1 and "(" in fmt_latency(m)
+    bars = [t.error_x for t in mpc_plot(report).data if t.error_x and t.error_x.array]
+    assert bars and all(min(b.array) > 0 and min(b.arrayminus) > 0 for b in bars)
+
+
+# --------------------------------------------------------------------------- a real job
+
+@pytest.mark.timeout(900)  # ~70 s CPU; the limit leaves room for a loaded machine
+def test_tiny_job_report_links_resolve_and_points_download(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """Every local link of a fresh job's report.html is a file; every front point downloads."""
+    import html.parser
+    import zipfile
+
+    from pi_opt.artifacts import load_artifact
+    from pi_opt_cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps({
+        "data": {"kind": "digits", "max_train": 300},
+        "model": {"arch": {"name": "resnet_mini", "kwargs": {"widths": [4, 8, 16]}},
+                  "input_shape": [1, 8, 8], "num_classes": 10},
+        "baseline": {"epochs": 1}, "finetune": {"epochs": 1},
+        "techniques": ["deepreduce"], "budgets": [0.3, 1.0]}))
+    job = tmp_path / "job"
+    assert main(["optimize", "--config", str(cfg), "--workdir", str(job)]) == 0
+    out, err = capsys.readouterr()
+    assert re.search(r"\d+\.\d\d%", out)  # accuracy in % in the CLI as in the report
+    # resolved budgets printed when the search starts; a budget >= the baseline warned about
+    assert re.search(r"budgets: [\d,]+ ReLUs \(30\.0% of baseline\); [\d,]+ ReLUs "
+                     r"\(100\.0% of baseline\)", err), err
+    assert "at or above the baseline's" in err and "trial 0: deepreduce @ " in err
+    page = job / "report" / "report.html"
+
+    class Links(html.parser.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.links: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            self.links += [v for k, v in attrs if k in ("href", "src") and v]
+
+    parser = Links()
+    parser.feed(page.read_text(encoding="utf-8"))
+    local = [u for u in parser.links if not u.startswith("#")]
+    assert not [u for u in local if "//" in u or ":" in u]  # offline: nothing remote
+    assert {"pareto.json", "trials.csv"} <= set(local)
+    for url in local:
+        assert (page.parent / url).is_file(), url
+    report = read_report(job / "report" / "pareto.json")
+    assert report.front()
+    for p in report.front():
+        href = f"downloads/trial-{p.trial}.zip"
+        assert href in local
+        with zipfile.ZipFile(page.parent / href) as zf:
+            names = set(zf.namelist())
+            assert {f"trial-{p.trial}/model.json", f"trial-{p.trial}/weights.safetensors",
+                    f"trial-{p.trial}/HOW_TO_LOAD.txt"} == names
+            zf.extractall(tmp_path / "unzipped")
+        art = load_artifact(tmp_path / "unzipped" / f"trial-{p.trial}")
+        assert art.manifest.profile.relus == p.relus
+    # re-rendering with the CLI keeps every link working
+    assert main(["report", str(job)]) == 0
+    assert (page.parent / "downloads" / f"trial-{report.front()[0].trial}.zip").is_file()

@@ -18,7 +18,7 @@ import torch
 
 from pi_opt.activations import Kind
 from pi_opt.artifacts import ArchSpec, ModelSpec, load_artifact, save_artifact
-from pi_opt.circa import circa_negative_mask, circa_relu, exact_range, fault_band
+from pi_opt.circa_faults import circa_negative_mask, circa_relu, exact_range, fault_band
 from pi_opt.errors import BudgetError, ConfigError
 from pi_opt.models import create_model
 from pi_opt.profile import profile_model

@@ -90,18 +90,18 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 def print_front(report: Any) -> None:
     """The front and the baseline as a table: ReLUs, val/test accuracy in %, MPC latency."""
-    from pi_opt.formatting import count, percent
+    from pi_opt.formatting import fmt_int, fmt_pct
 
     def mpc(m: Any) -> str:
         return f"  mpc {m.latency_s:.3f}s" if m is not None else ""
 
     print(f"{'trial':>6} {'chain':<28} {'ReLUs':>10} {'val':>7} {'test':>7}")
     for p in report.front():
-        print(f"{p.trial:>6} {'+'.join(p.chain):<28} {count(p.relus):>10} "
-              f"{percent(p.val_accuracy):>7} {percent(p.test_accuracy):>7}{mpc(p.mpc)}")
+        print(f"{p.trial:>6} {'+'.join(p.chain):<28} {fmt_int(p.relus):>10} "
+              f"{fmt_pct(p.val_accuracy):>7} {fmt_pct(p.test_accuracy):>7}{mpc(p.mpc)}")
     b = report.baseline
-    print(f"{'base':>6} {'all-ReLU':<28} {count(b.relus):>10} {percent(b.val_accuracy):>7} "
-          f"{percent(b.test_accuracy):>7}{mpc(b.mpc)}")
+    print(f"{'base':>6} {'all-ReLU':<28} {fmt_int(b.relus):>10} {fmt_pct(b.val_accuracy):>7} "
+          f"{fmt_pct(b.test_accuracy):>7}{mpc(b.mpc)}")
 
 
 # ---- plan --------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def add_count(sub: Any) -> None:
 
 def cmd_count(args: argparse.Namespace) -> int:
     """Print the per-site table and totals (or the JSON profile)."""
-    from pi_opt.formatting import count
+    from pi_opt.formatting import fmt_int
 
     if args.artifact:
         from pi_opt.artifacts import read_manifest
@@ -223,8 +223,8 @@ def cmd_count(args: argparse.Namespace) -> int:
     for s in prof.sites:
         print(f"{s.name:<24} {s.stage:<8} {s.elements:>9} {s.relu:>9} {s.circa:>7} {s.poly:>7}")
     print(f"ReLUs per sample: {prof.relus}  (exact {prof.exact_relus}, Circa {prof.circa_relus}); "
-          f"poly mults {count(prof.poly_mults)}; MACs {count(prof.macs)}; max-pool comparisons "
-          f"{count(prof.maxpool_comparisons)}")
+          f"poly mults {fmt_int(prof.poly_mults)}; MACs {fmt_int(prof.macs)}; "
+          f"max-pool comparisons {fmt_int(prof.maxpool_comparisons)}")
     return 0
 
 
@@ -250,7 +250,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise PiOptError(f"{job} {what} (no report/pareto.json; "
                          "pass the --workdir of a finished `pi-opt optimize`)")
     report = read_report(src)
-    out = render_all(report, Path(args.out) if args.out else src.parent)
+    out = render_all(report, Path(args.out) if args.out else src.parent, job_dir=job)
     for name, path in out.items():
         print(f"{name}: {path}")
     return 0

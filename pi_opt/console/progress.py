@@ -20,7 +20,7 @@ import sys
 import time
 from typing import IO, Any
 
-from pi_opt.formatting import count, percent
+from pi_opt.formatting import fmt_duration, fmt_int, fmt_pct
 
 
 class ProgressDisplay:
@@ -56,8 +56,9 @@ class ProgressDisplay:
         if budget is None:
             return "?"
         if self.baseline_relus:
-            return f"{count(budget)} ReLUs ({percent(budget / self.baseline_relus)} of baseline)"
-        return f"{count(budget)} ReLUs"
+            share = fmt_pct(budget / self.baseline_relus, 1)
+            return f"{fmt_int(budget)} ReLUs ({share} of baseline)"
+        return f"{fmt_int(budget)} ReLUs"
 
     def eta_s(self) -> float | None:
         """Remaining trials x median finished-trial time (None before the first finishes)."""
@@ -110,17 +111,17 @@ class ProgressDisplay:
             if e.get("total"):
                 self.bar.total = e["total"]
         chain = e.get("chain") or "?"
-        result = (f"{count(e.get('relus'))} ReLUs, val {percent(e.get('val_accuracy'))}"
+        result = (f"{fmt_int(e.get('relus'))} ReLUs, val {fmt_pct(e.get('val_accuracy'))}"
                   if e.get("state") == "complete" else f"{e.get('state')}: {e.get('error', '')}")
-        self.line(f"  trial {e['trial']} {chain} @ {count(e.get('budget'))}: {result}")
+        self.line(f"  trial {e['trial']} {chain} @ {fmt_int(e.get('budget'))}: {result}")
         eta = self.eta_s()
         best = (e.get("best") or {}).get("best_val_accuracy")
-        self._status(f"best val {percent(best)}" + (f", ETA {_clock(eta)}" if eta else ""))
+        self._status(f"best val {fmt_pct(best)}" + (f", ETA {fmt_duration(eta)}" if eta else ""))
 
     def _epoch(self, e: dict[str, Any]) -> None:
         epoch, epochs = int(e.get("epoch") or 0), e.get("epochs")
         msg = (f"{e.get('phase') or 'train'} epoch {epoch}/{epochs} "
-               f"val {percent(e.get('val_accuracy'))}")
+               f"val {fmt_pct(e.get('val_accuracy'))}")
         if self.bar is not None:
             self._status(f"{self.current} | {msg}" if self.current else msg)
         else:
@@ -138,11 +139,6 @@ class ProgressDisplay:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 __all__ = ["ProgressDisplay"]

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from pi_opt.models._registry import register_model
+from pi_opt.models._stages import add_stages
 
 
 def _scaled(widths: Sequence[int], width_mult: float) -> list[int]:
@@ -84,15 +85,7 @@ class ResNet(nn.Module):
         self.stem = nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False)
         self.stem_bn = nn.BatchNorm2d(widths[0])
         self.stem_relu: nn.Module = nn.ReLU() if stem_relu else nn.Identity()
-        cin = widths[0]
-        self.stage_names: list[str] = []
-        for s, (w, n) in enumerate(zip(widths, blocks, strict=True), start=1):
-            layers = []
-            for b in range(n):
-                layers.append(BasicBlock(cin, w, 2 if (b == 0 and s > 1) else 1))
-                cin = w
-            setattr(self, f"layer{s}", nn.Sequential(*layers))
-            self.stage_names.append(f"layer{s}")
+        cin, self.stage_names = add_stages(self, BasicBlock, widths[0], widths, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
 

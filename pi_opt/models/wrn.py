@@ -12,9 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from pi_opt.models._registry import register_model
+from pi_opt.models._stages import add_stages
 
 
 class PreActBlock(nn.Module):
+    """BN-ReLU-conv3x3-BN-ReLU-conv3x3 (+ shortcut): a pre-activation WRN block."""
+
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(cin)
@@ -36,6 +39,12 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
+    """WRN-``depth``-``widen``: stem conv -> 3 stages of (depth-4)/6 PreActBlocks ->
+    BN (-> ReLU when ``final_relu``) -> global average pool -> FC. Input [N, C, H, W].
+
+    Raises ValueError when ``depth`` is not 6n+4.
+    """
+
     def __init__(
         self, *, in_channels: int, num_classes: int, depth: int, widen: int, final_relu: bool
     ) -> None:
@@ -45,15 +54,7 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = [16 * widen, 32 * widen, 64 * widen]
         self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        cin = 16
-        self.stage_names: list[str] = []
-        for s, w in enumerate(widths, start=1):
-            blocks = []
-            for b in range(n):
-                blocks.append(PreActBlock(cin, w, 2 if (b == 0 and s > 1) else 1))
-                cin = w
-            setattr(self, f"layer{s}", nn.Sequential(*blocks))
-            self.stage_names.append(f"layer{s}")
+        cin, self.stage_names = add_stages(self, PreActBlock, 16, widths, [n] * len(widths))
         self.final_bn = nn.BatchNorm2d(cin)
         self.final_relu: nn.Module = nn.ReLU() if final_relu else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)

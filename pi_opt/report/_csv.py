@@ -18,8 +18,9 @@ FLAT_FIELDS = ["trial", "chain", "budget", "relus", "circa_relus", "poly_mults",
                "seconds", "artifact", "pruned", "feasible", "worst_class_drop"]
 #: predicted online seconds per sample on each network (``ParetoPoint.latency_s``)
 LATENCY_KEYS = ["loopback", "lan", "wan", "job"]
-MPC_FIELDS = ["backend", "provider", "device", "batch_size", "latency_s", "rounds",
-              "bytes_per_party", "estimated_lan_s", "estimated_wan_s", "plaintext_agreement"]
+MPC_FIELDS = ["backend", "provider", "device", "batch_size", "latency_s", "latency_min_s",
+              "latency_max_s", "repeats", "rounds", "bytes_per_party", "estimated_lan_s",
+              "estimated_wan_s", "plaintext_agreement"]
 
 # Cells a spreadsheet would evaluate as a formula (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -8,16 +8,15 @@ placed in plotly hover text are HTML-escaped too (plotly renders a subset of HTM
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
+from pi_opt.formatting import fmt_param, fmt_params
 from pi_opt.report._json import _atomic_write
 from pi_opt.report._views import (
+    ZERO_RELU_LABEL,
     chain_colors,
     chain_label,
     class_names,
@@ -25,13 +24,16 @@ from pi_opt.report._views import (
     fmt_count,
     fmt_duration,
     fmt_int,
+    fmt_latency,
     fmt_pct,
     fmt_pp,
     fmt_seconds,
     has_mpc,
+    is_zero_relu,
     over_budget,
     per_class_delta,
     point_label,
+    relu_axis,
     stage_kept,
     stage_order,
     wall_time,
@@ -60,30 +62,10 @@ def _esc(s: Any) -> str:
 def _params_text(params: dict[str, Any], limit: int = 14) -> str:
     """Hover-safe ``key = value`` lines (HTML-escaped, <br>-joined)."""
     items = sorted(params.items())
-    lines = [f"{_esc(k)} = {_esc(json.dumps(v, default=str) if not isinstance(v, str) else v)}"
-             for k, v in items[:limit]]
+    lines = [f"{_esc(k)} = {_esc(fmt_param(v))}" for k, v in items[:limit]]
     if len(items) > limit:
         lines.append(f"… {len(items) - limit} more")
     return "<br>".join(lines) if lines else "(defaults)"
-
-
-def _safe_href(path: str | None) -> str | None:
-    """A link for a relative artifact path; None for absolute paths or URLs (no schemes)."""
-    if not path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path):
-        return None
-    return quote(path.replace("\\", "/"), safe="/._-~")
-
-
-def _kv(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, default=str, sort_keys=True)
-    return str(value)
-
-
-def _log_x(relus: int, floor: float) -> float:
-    return float(max(relus, floor))
 
 
 def _layout(fig: go.Figure, *, height: int = 460, **kw: Any) -> go.Figure:
@@ -97,7 +79,8 @@ def _layout(fig: go.Figure, *, height: int = 460, **kw: Any) -> go.Figure:
 
 def _hover(p: ParetoPoint, base_test: float) -> str:
     lines = [f"<b>trial #{p.trial}</b> · {_esc(chain_label(p.chain))}",
-             f"ReLUs: {fmt_count(p.relus)} ({fmt_int(p.relus)})"
+             (f"ReLUs: {ZERO_RELU_LABEL}" if is_zero_relu(p) else
+              f"ReLUs: {fmt_count(p.relus)} ({fmt_int(p.relus)})")
              + (" <i>over budget</i>" if over_budget(p) else ""),
              f"budget: {fmt_count(p.budget)}",
              f"val acc: {fmt_pct(p.val_accuracy)} · test acc: {fmt_pct(p.test_accuracy)}",
@@ -107,7 +90,7 @@ def _hover(p: ParetoPoint, base_test: float) -> str:
     if p.poly_mults:
         lines.append(f"poly mults: {fmt_count(p.poly_mults)}")
     if p.mpc is not None:
-        lines.append(f"MPC: {fmt_seconds(p.mpc.latency_s)}, {fmt_bytes(p.mpc.bytes_per_party)}, "
+        lines.append(f"MPC: {fmt_latency(p.mpc)}, {fmt_bytes(p.mpc.bytes_per_party)}, "
                      f"{p.mpc.rounds} rounds")
     if p.harvested_from is not None:
         lines.append(f"harvested from trial #{p.harvested_from}")
@@ -119,50 +102,76 @@ def _hover(p: ParetoPoint, base_test: float) -> str:
     if p.artifact:
         lines.append(f"artifact: {_esc(p.artifact)}")
     lines.append("<i>params</i><br>" + _params_text(p.params))
+    lines.append("<i>click: select its row</i>" if p.pareto else "<i>dominated</i>")
     return "<br>".join(lines)
 
 
 # --------------------------------------------------------------------------- figures
 
 def pareto_plot(report: ParetoReport) -> go.Figure:
+    """Test accuracy vs ReLUs (log x): points by chain, front line, baseline, budgets.
+
+    Every point carries its trial number as ``customdata`` (a click selects its table
+    row); 0-ReLU points sit left of a dotted axis break with their own marker.
+    """
     import plotly.graph_objects as go
 
     colors = chain_colors(report)
     pts, b = report.points, report.baseline
-    positive = [v for v in [p.relus for p in pts] + [b.relus] + report.budgets if v > 0]
-    floor = 0.5 * min(positive) if positive else 1.0
+    axis = relu_axis(report)
     fig = go.Figure()
     front = report.front()
     if front:
         fig.add_trace(go.Scatter(
-            x=[_log_x(p.relus, floor) for p in front], y=[100 * p.test_accuracy for p in front],
+            x=[axis.x(p.relus) for p in front], y=[100 * p.test_accuracy for p in front],
             mode="lines", line={"color": "#1f2933", "width": 1.5}, opacity=0.7,
             name="Pareto front", hoverinfo="skip"))
     for lbl, color in colors.items():
         for on_front in (True, False):
             sub = [p for p in pts if chain_label(p.chain) == lbl and p.pareto == on_front]
-            if not sub:
-                continue
-            fig.add_trace(go.Scatter(
-                x=[_log_x(p.relus, floor) for p in sub], y=[100 * p.test_accuracy for p in sub],
-                mode="markers", name=_esc(lbl) + ("" if on_front else " (dominated)"),
-                legendgroup=lbl, showlegend=True,
-                marker={"color": color, "size": 11 if on_front else 7,
-                        "opacity": 1.0 if on_front else 0.3,
-                        "symbol": ["circle-open" if over_budget(p) else "circle" for p in sub],
-                        "line": {"color": "#1f2933" if on_front else color,
-                                 "width": 1 if on_front else 0}},
-                hovertext=[_hover(p, b.test_accuracy) for p in sub],
-                hovertemplate="%{hovertext}<extra></extra>"))
+            if sub:
+                fig.add_trace(_point_trace(sub, lbl, color, on_front, axis, b.test_accuracy))
     fig.add_trace(go.Scatter(
-        x=[_log_x(b.relus, floor)], y=[100 * b.test_accuracy], mode="markers", name="baseline",
+        x=[axis.x(b.relus)], y=[100 * b.test_accuracy], mode="markers", name="baseline",
         marker={"symbol": "star", "size": 16, "color": "#1f2933"},
         hovertemplate=(f"<b>baseline</b><br>ReLUs: {fmt_count(b.relus)}<br>test acc: "
                        f"{fmt_pct(b.test_accuracy)}<br>val acc: {fmt_pct(b.val_accuracy)}"
                        "<extra></extra>")))
     fig.add_hline(y=100 * b.test_accuracy, line={"color": "#7b8794", "dash": "dot", "width": 1})
+    _budget_lines(fig, report, axis)
+    if axis.has_zero:
+        _zero_break(fig, axis)
+    fig.update_xaxes(type="log", title="ReLUs per sample (log scale)", tickformat="~s",
+                     showline=True, linecolor="#9aa5b1")
+    fig.update_yaxes(title="Test accuracy (%)", ticksuffix="%", showline=True,
+                     linecolor="#9aa5b1")
+    return _layout(fig, height=520)
+
+
+def _point_trace(sub: list[ParetoPoint], lbl: str, color: str, on_front: bool, axis: Any,
+                 base_test: float) -> go.Scatter:
+    import plotly.graph_objects as go
+
+    def symbol(p: ParetoPoint) -> str:
+        if is_zero_relu(p):
+            return "diamond-wide"
+        return "circle-open" if over_budget(p) else "circle"
+
+    return go.Scatter(
+        x=[axis.x(p.relus) for p in sub], y=[100 * p.test_accuracy for p in sub],
+        mode="markers", name=_esc(lbl) + ("" if on_front else " (dominated)"),
+        legendgroup=lbl, showlegend=True, customdata=[p.trial for p in sub],
+        marker={"color": color, "size": 11 if on_front else 7,
+                "opacity": 1.0 if on_front else 0.3, "symbol": [symbol(p) for p in sub],
+                "line": {"color": "#1f2933" if on_front else color,
+                         "width": 1 if on_front else 0}},
+        hovertext=[_hover(p, base_test) for p in sub],
+        hovertemplate="%{hovertext}<extra></extra>")
+
+
+def _budget_lines(fig: go.Figure, report: ParetoReport, axis: Any) -> None:
     for budget in sorted(set(report.budgets)):
-        bx = _log_x(budget, floor)
+        bx = axis.x(budget)
         # On log axes plotly takes shape positions in data units but annotation
         # positions in log10 units.
         fig.add_shape(type="line", x0=bx, x1=bx, y0=0, y1=1, xref="x", yref="paper",
@@ -171,11 +180,16 @@ def pareto_plot(report: ParetoReport) -> go.Figure:
                            text=f"B={fmt_count(budget)}",
                            showarrow=False, textangle=-90, xanchor="left", yanchor="bottom",
                            xshift=2, yshift=4, font={"color": "#b23a48", "size": 11})
-    fig.update_xaxes(type="log", title="ReLUs per sample (log scale)", tickformat="~s",
-                     showline=True, linecolor="#9aa5b1")
-    fig.update_yaxes(title="Test accuracy (%)", ticksuffix="%", showline=True,
-                     linecolor="#9aa5b1")
-    return _layout(fig, height=520)
+
+
+def _zero_break(fig: go.Figure, axis: Any) -> None:
+    """Dotted break line plus a "0" label under the 0-ReLU column."""
+    fig.add_shape(type="line", x0=axis.break_at, x1=axis.break_at, y0=0, y1=1, xref="x",
+                  yref="paper", line={"color": "#7b8794", "dash": "dot", "width": 1.5},
+                  layer="below")
+    fig.add_annotation(x=math.log10(axis.zero_at), y=1, xref="x", yref="paper",
+                       text="0 ReLUs", showarrow=False, yanchor="bottom",
+                       font={"color": "#3e4c59", "size": 11})
 
 
 def mpc_plot(report: ParetoReport) -> go.Figure | None:
@@ -202,6 +216,7 @@ def mpc_plot(report: ParetoReport) -> go.Figure | None:
                         "opacity": [1.0 if p.pareto else 0.4 for p in sub],
                         "line": {"color": "#1f2933", "width": [1 if p.pareto else 0 for p in sub]}},
                 hovertext=[_hover(p, b.test_accuracy) for p in sub],
+                error_x=_spread_bars(sub) if key == "latency_s" else None,
                 hovertemplate="%{hovertext}<extra></extra>"), row=1, col=col)
         if b.mpc is not None:
             fig.add_trace(go.Scatter(
@@ -220,6 +235,17 @@ def mpc_plot(report: ParetoReport) -> go.Figure | None:
         if pos and max(pos) / min(pos) > 8:
             fig.update_xaxes(type="log", row=1, col=col)
     return _layout(fig, height=440)
+
+
+def _spread_bars(points: list[ParetoPoint]) -> dict[str, Any] | None:
+    """Asymmetric x error bars: the min–max of each point's timed MPC repeats."""
+    spans = [(m.latency_s, m.latency_min_s, m.latency_max_s) for m in (p.mpc for p in points)
+             if m is not None and m.latency_min_s is not None and m.latency_max_s is not None]
+    if len(spans) != len(points):
+        return None
+    return {"type": "data", "symmetric": False, "thickness": 1, "width": 3,
+            "array": [hi - mid for mid, _lo, hi in spans],
+            "arrayminus": [mid - lo for mid, lo, _hi in spans]}
 
 
 def layers_plot(report: ParetoReport) -> go.Figure | None:
@@ -312,16 +338,16 @@ def _latency_title(p: ParetoPoint) -> str:
         f"{k} {fmt_seconds(v)}" for k, v in p.latency_s.items())
 
 
-def _pareto_rows(report: ParetoReport) -> list[dict[str, Any]]:
+def _pareto_rows(report: ParetoReport, downloads: dict[str, str]) -> list[dict[str, Any]]:
     base = report.baseline
     rows = []
     for p in report.front():
         m = p.mpc
         d = p.test_accuracy - base.test_accuracy
         rows.append({
-            "trial": p.trial, "chain": chain_label(p.chain), "params": _kv(p.params),
+            "trial": p.trial, "chain": chain_label(p.chain), "params": fmt_params(p.params),
             "over": over_budget(p), "harvested_from": p.harvested_from,
-            "artifact": p.artifact, "href": _safe_href(p.artifact),
+            "artifact": p.artifact, "download": downloads.get(f"trial-{p.trial}"),
             "cells": [
                 _cell(fmt_count(p.relus), p.relus, title=f"{p.relus:,} ReLUs; budget "
                       f"{p.budget:,}" + _latency_title(p)),
@@ -334,7 +360,8 @@ def _pareto_rows(report: ParetoReport) -> list[dict[str, Any]]:
                 _cell(fmt_pct(p.test_accuracy), p.test_accuracy, cls="num strong"),
                 _cell(fmt_pp(d), d, cls="num " + ("neg" if d < -5e-5 else "pos" if d > 5e-5
                                                   else "")),
-                _cell(fmt_seconds(m.latency_s) if m else "–", m.latency_s if m else None),
+                _cell(fmt_latency(m), m.latency_s if m else None,
+                      title=f"median of {m.repeats} runs (min–max)" if m else None),
                 _cell(fmt_bytes(m.bytes_per_party) if m else "–",
                       m.bytes_per_party if m else None),
                 _cell(fmt_int(m.rounds) if m else "–", m.rounds if m else None),
@@ -438,14 +465,23 @@ def _compute_text(report: ParetoReport) -> str | None:
             f"{fmt_int(tr.get('count', 0))} trial records)")
 
 
-def build_context(report: ParetoReport) -> dict[str, Any]:
-    """Everything the template needs, as plain (unescaped) data and figure HTML snippets."""
+def build_context(report: ParetoReport, downloads: dict[str, str] | None = None
+                  ) -> dict[str, Any]:
+    """Everything the template needs, as plain (unescaped) data and figure HTML snippets.
+
+    ``downloads`` maps ``"baseline"`` / ``"trial-N"`` to zip links relative to the HTML
+    (:func:`pi_opt.report._downloads.write_downloads`); with them the page also links
+    ``pareto.json`` and ``trials.csv``, which :func:`pi_opt.report.render_all` writes next
+    to it.
+    """
+    files = downloads or {}
     import platform
 
     base = report.baseline
     front = report.front()
     dataset = report.dataset
-    sizes = dataset.get("sizes") if isinstance(dataset.get("sizes"), dict) else {}
+    raw_sizes = dataset.get("sizes")
+    sizes: dict[str, Any] = raw_sizes if isinstance(raw_sizes, dict) else {}
     wt = wall_time(report)
     best = max(front, key=lambda p: p.val_accuracy) if front else None
     arch = base.arch.get("name") if isinstance(base.arch.get("name"), str) else None
@@ -458,11 +494,11 @@ def build_context(report: ParetoReport) -> dict[str, Any]:
         "num_classes": dataset.get("num_classes", len(base.per_class_test_accuracy) or "–"),
         "sizes": {str(k): fmt_int(v) if isinstance(v, int) else str(v) for k, v in sizes.items()},
         "arch_name": arch or "model",
-        "arch_kwargs": _kv({k: v for k, v in base.arch.items() if k != "name"}),
+        "arch_kwargs": fmt_param({k: v for k, v in base.arch.items() if k != "name"}),
         "budgets": [{"text": fmt_count(b), "exact": f"{b:,}"} for b in report.budgets],
         "chains": [chain_label(c) for c in report.techniques],
         "chain_colors": chain_colors(report),
-        "search_items": [(str(k), _kv(v)) for k, v in sorted(report.search.items())],
+        "search_items": [(str(k), fmt_param(v)) for k, v in sorted(report.search.items())],
         "software_items": [(str(k), str(v)) for k, v in sorted(report.software.items())],
         "wall_time": fmt_duration(wt) if wt is not None else None,
         "compute": _compute_text(report),
@@ -484,16 +520,17 @@ def build_context(report: ParetoReport) -> dict[str, Any]:
              "sub": f"{len(report.failures)} failed trial(s)"},
         ],
         "answers": _answer_rows(report),
-        "pareto_rows": _pareto_rows(report),
+        "pareto_rows": _pareto_rows(report, files),
+        "data_links": downloads is not None,
         "has_mpc": has_mpc(report),
         "baseline_row": {
             "relus": fmt_count(base.relus), "relus_exact": f"{base.relus:,}",
             "macs": fmt_count(base.macs), "val": fmt_pct(base.val_accuracy),
             "test": fmt_pct(base.test_accuracy),
-            "latency": fmt_seconds(base.mpc.latency_s) if base.mpc else "–",
+            "latency": fmt_latency(base.mpc),
             "bytes": fmt_bytes(base.mpc.bytes_per_party) if base.mpc else "–",
             "rounds": fmt_int(base.mpc.rounds) if base.mpc else "–",
-            "href": _safe_href(base.artifact), "artifact": base.artifact},
+            "download": files.get("baseline"), "artifact": base.artifact},
         "mpc_setup": _mpc_setup(report),
         "layers": _layer_table(report),
         "per_class": _per_class_table(report),
@@ -524,22 +561,51 @@ def _mpc_setup(report: ParetoReport) -> str | None:
 
 # --------------------------------------------------------------------------- entry points
 
-def render_html(report: ParetoReport) -> str:
-    """The report as one self-contained HTML document (plotly.js inlined exactly once)."""
-    import jinja2
+def plotly_js_name() -> str:
+    """File name of the plotly.js bundle shared by a job's reports (versioned)."""
+    import plotly
+
+    return f"plotly-{plotly.__version__}.min.js"
+
+
+def write_plotly_js(outdir: Path) -> Path:
+    """Write the plotly.js bundle into ``outdir`` once (kept when already there)."""
     from plotly.offline import get_plotlyjs
+
+    path = outdir / plotly_js_name()
+    if not path.is_file():
+        _atomic_write(path, get_plotlyjs())
+    return path
+
+
+def render_html(report: ParetoReport, *, downloads: dict[str, str] | None = None,
+                plotly_src: str | None = None) -> str:
+    """The report as one HTML document.
+
+    ``plotly_src``: relative URL of a shared plotly.js file (:func:`write_plotly_js`);
+    without it plotly.js is inlined once and the page is self-contained. Either way it
+    works offline. ``downloads``: see :func:`build_context`.
+    """
+    import jinja2
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pi_opt.report", "templates"),
         autoescape=True, trim_blocks=True, lstrip_blocks=True,
         undefined=jinja2.StrictUndefined)
-    ctx = build_context(report)
-    ctx["plotlyjs"] = get_plotlyjs()
+    ctx = build_context(report, downloads)
+    ctx["plotly_src"] = plotly_src
+    if plotly_src is None:
+        from plotly.offline import get_plotlyjs
+
+        ctx["plotlyjs"] = get_plotlyjs()
+    else:
+        ctx["plotlyjs"] = ""
     return env.get_template(TEMPLATE).render(**ctx)
 
 
-def write_html(report: ParetoReport, path: str | os.PathLike[str]) -> Path:
-    """Write ``report.html`` atomically; returns the path."""
+def write_html(report: ParetoReport, path: str | os.PathLike[str], *,
+               downloads: dict[str, str] | None = None, plotly_src: str | None = None) -> Path:
+    """Write ``report.html`` atomically (arguments as :func:`render_html`); returns the path."""
     out = Path(path)
-    _atomic_write(out, render_html(report))
+    _atomic_write(out, render_html(report, downloads=downloads, plotly_src=plotly_src))
     return out

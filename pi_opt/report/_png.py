@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pi_opt.report._views import (
     chain_colors,
@@ -16,9 +16,11 @@ from pi_opt.report._views import (
     class_names,
     fmt_count,
     fmt_pct,
+    is_zero_relu,
     over_budget,
     per_class_delta,
     point_label,
+    relu_axis,
     stage_kept,
     stage_order,
     worst_class,
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 DPI = 150
 
-_STYLE = {
+_STYLE: dict[str, Any] = {
     "font.size": 9.5,
     "axes.titlesize": 11,
     "axes.titleweight": "bold",
@@ -104,28 +106,30 @@ def _chain_handles(report: ParetoReport, colors: dict[str, str]) -> list[Any]:
 
 def pareto_figure(report: ParetoReport) -> Figure:
     """Test accuracy vs ReLUs (K, log-x): front, faded dominated trials, baseline, budgets."""
-    from matplotlib.lines import Line2D
-
     colors = chain_colors(report)
     fig = _figure(8.6, 5.2)
     ax = fig.add_subplot()
     pts = report.points
-    positive = [v for v in [p.relus for p in pts] + [report.baseline.relus] + report.budgets
-                if v > 0]
-    floor = 0.5 * min(positive) if positive else 1.0  # 0-ReLU points sit at the left edge
+    axis = relu_axis(report)
 
     def x(relus: int) -> float:
-        return max(relus, floor) / 1e3
+        return axis.x(relus) / 1e3
 
     for lbl, color in colors.items():
         group = [p for p in pts if chain_label(p.chain) == lbl]
         dom = [p for p in group if not p.pareto]
         front = [p for p in group if p.pareto]
-        for sub, kw in ((dom, {"alpha": 0.35, "s": 22, "zorder": 2, "linewidths": 0}),
-                        (front, {"alpha": 1.0, "s": 52, "zorder": 4, "edgecolors": "#1b1f24",
-                                 "linewidths": 0.7})):
-            inside = [p for p in sub if not over_budget(p)]
-            over = [p for p in sub if over_budget(p)]
+        styles: tuple[tuple[list[ParetoPoint], dict[str, Any]], ...] = (
+            (dom, {"alpha": 0.35, "s": 22, "zorder": 2, "linewidths": 0}),
+            (front, {"alpha": 1.0, "s": 52, "zorder": 4, "edgecolors": "#1b1f24",
+                     "linewidths": 0.7}))
+        for sub, kw in styles:
+            inside = [p for p in sub if not over_budget(p) and not is_zero_relu(p)]
+            over = [p for p in sub if over_budget(p) and not is_zero_relu(p)]
+            zero = [p for p in sub if is_zero_relu(p)]
+            if zero:  # fully linearized: own marker, left of the axis break
+                ax.scatter([x(0)] * len(zero), [100 * p.test_accuracy for p in zero],
+                           color=color, marker="D", **kw)
             if inside:
                 ax.scatter([x(p.relus) for p in inside],
                            [100 * p.test_accuracy for p in inside], color=color, **kw)
@@ -153,6 +157,11 @@ def pareto_figure(report: ParetoReport) -> Figure:
                     xytext=(3, 4), textcoords="offset points", va="bottom", ha="left",
                     fontsize=8, color="#b23a48", rotation=90)
 
+    if axis.has_zero:
+        ax.axvline(axis.break_at / 1e3, color="#6b7480", ls=":", lw=1.4, zorder=1)
+        ax.annotate("0 ReLUs", (x(0), 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(0, -12), textcoords="offset points", ha="center", fontsize=8,
+                    color="#3b4450")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(_k_formatter())
     ax.xaxis.set_minor_formatter(_k_formatter() if _few_decades(ax) else _null())
@@ -165,6 +174,15 @@ def pareto_figure(report: ParetoReport) -> Figure:
     ax.set_title(f"{len(front)} front / {len(pts)} points", loc="right", fontsize=8.5,
                  fontweight="normal", color="#6b7480", pad=18)
 
+    fig.legend(handles=_pareto_legend(report, colors, axis.has_zero),
+               loc="outside right upper")
+    return fig
+
+
+def _pareto_legend(report: ParetoReport, colors: dict[str, str], has_zero: bool) -> list[Any]:
+    """Legend of pareto.png: chains, front line, dominated, over budget, baseline, budgets."""
+    from matplotlib.lines import Line2D
+
     handles = _chain_handles(report, colors)
     handles += [
         Line2D([], [], ls="-", color="#1b1f24", lw=1.3, label="Pareto front"),
@@ -175,8 +193,10 @@ def pareto_figure(report: ParetoReport) -> Figure:
         Line2D([], [], ls="", marker="*", ms=12, color="#1b1f24", label="baseline"),
         Line2D([], [], ls="--", color="#b23a48", lw=0.9, label="requested budget"),
     ]
-    fig.legend(handles=handles, loc="outside right upper")
-    return fig
+    if has_zero:
+        handles.append(Line2D([], [], ls="", marker="D", ms=6, mfc="#9aa3ad", mec="#1b1f24",
+                              label="0 ReLUs (left of the dotted break)"))
+    return handles
 
 
 def _few_decades(ax: Axes) -> bool:
@@ -213,6 +233,11 @@ def latency_figure(report: ParetoReport) -> Figure | None:
             ax.scatter([v], [100 * p.test_accuracy], color=colors[chain_label(p.chain)],
                        s=50 if p.pareto else 26, alpha=1.0 if p.pareto else 0.35,
                        edgecolors="#1b1f24" if p.pareto else "none", linewidths=0.7, zorder=3)
+            lo, hi = p.mpc.latency_min_s, p.mpc.latency_max_s
+            if key == "latency_s" and lo is not None and hi is not None:
+                ax.errorbar([v], [100 * p.test_accuracy], fmt="none", lw=1, zorder=2,
+                            xerr=[[v - lo], [hi - v]],
+                            ecolor=colors[chain_label(p.chain)])
         if b.mpc is not None:
             v = getattr(b.mpc, key) * scale
             xs.append(v)
@@ -328,7 +353,7 @@ def write_pngs(report: ParetoReport, outdir: str | os.PathLike[str]) -> list[Pat
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    with rc_context(_STYLE):
+    with rc_context(cast(Any, _STYLE)):
         for name, make in (("pareto.png", pareto_figure), ("latency.png", latency_figure),
                            ("layers.png", layers_figure), ("per_class.png", per_class_figure)):
             fig = make(report)

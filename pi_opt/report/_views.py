@@ -5,91 +5,30 @@ Shared by the CSV, PNG and HTML renderers so that all of them show the same numb
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any
 
-from pi_opt.report.schema import Baseline, ParetoPoint, ParetoReport
+from pi_opt.formatting import (  # re-exported: the renderers import them from here
+    finite,
+    fmt_bytes,
+    fmt_count,
+    fmt_duration,
+    fmt_int,
+    fmt_pct,
+    fmt_pp,
+    fmt_seconds,
+)
+from pi_opt.report.schema import Baseline, MpcMeasurement, ParetoPoint, ParetoReport
 
 #: Search-setting keys that may hold the job's wall time in seconds.
 WALL_TIME_KEYS = ("wall_time_s", "wall_s", "wall_time", "elapsed_s", "seconds")
 
+__all__ = ["fmt_bytes", "fmt_count", "fmt_duration", "fmt_int", "fmt_pct", "fmt_pp",
+           "fmt_seconds"]
+
 # Colour-blind-safe qualitative palette (Okabe-Ito, then Tol "bright") for technique chains.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442",
            "#4477AA", "#EE6677", "#228833", "#AA3377", "#66CCEE", "#BBBBBB", "#000000"]
-
-
-# --------------------------------------------------------------------------- formatting
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def fmt_count(n: float | int | None) -> str:
-    """Compact count as in PI papers: 850, 12.3K, 491.5K, 1.36M."""
-    if not _finite(n):
-        return "–"
-    a = abs(float(n))
-    if a < 1_000:
-        return f"{n:,.0f}" if float(n).is_integer() else f"{n:,.1f}"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if a >= div * 0.99995:  # 999,960 -> 1M rather than 1000.0K
-            v = float(n) / div
-            s = f"{v:.3g}" if abs(v) < 99.95 else f"{v:.1f}".rstrip("0").rstrip(".")
-            return f"{s}{unit}"
-    return str(n)  # pragma: no cover
-
-
-def fmt_int(n: int | None) -> str:
-    return f"{n:,}" if _finite(n) else "–"
-
-
-def fmt_pct(x: float | None, digits: int = 2) -> str:
-    return f"{100.0 * x:.{digits}f}%" if _finite(x) else "–"
-
-
-def fmt_pp(delta: float | None, digits: int = 2) -> str:
-    """Accuracy change in percentage points, with an explicit sign."""
-    if not _finite(delta):
-        return "–"
-    v = 100.0 * delta
-    if round(v, digits) == 0:
-        return f"{0:.{digits}f} pp"
-    return f"{v:+.{digits}f} pp".replace("-", "−")
-
-
-def fmt_bytes(n: float | None) -> str:
-    if not _finite(n):
-        return "–"
-    a = float(n)
-    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if abs(a) >= div:
-            return f"{a / div:.3g} {unit}"
-    return f"{a:.0f} B"
-
-
-def fmt_seconds(s: float | None) -> str:
-    if not _finite(s):
-        return "–"
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:.3g} ms"
-    if s < 120:
-        return f"{s:.3g} s"
-    return fmt_duration(s)
-
-
-def fmt_duration(s: float | None) -> str:
-    if not _finite(s):
-        return "–"
-    s = int(round(float(s)))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{h}h {m:02d}m {sec:02d}s"
-    if m:
-        return f"{m}m {sec:02d}s"
-    return f"{sec}s"
 
 
 # --------------------------------------------------------------------------- derived data
@@ -133,8 +72,8 @@ def worst_class(delta: list[float] | None) -> int | None:
     """Index of the class with the largest accuracy drop (first on ties)."""
     if not delta:
         return None
-    finite = [(d, i) for i, d in enumerate(delta) if _finite(d)]
-    return min(finite)[1] if finite else None
+    usable = [(d, i) for i, d in enumerate(delta) if finite(d)]
+    return min(usable)[1] if usable else None
 
 
 def stage_kept(point: ParetoPoint) -> dict[str, int]:
@@ -160,7 +99,7 @@ def over_budget(point: ParetoPoint) -> bool:
 def wall_time(report: ParetoReport) -> float | None:
     for k in WALL_TIME_KEYS:
         v = report.search.get(k)
-        if _finite(v):
+        if finite(v):
             return float(v)
     return None
 
@@ -169,5 +108,52 @@ def point_label(p: ParetoPoint) -> str:
     return f"#{p.trial} · {fmt_count(p.relus)}"
 
 
+def fmt_latency(m: MpcMeasurement | None) -> str:
+    """Median MPC latency with the min–max spread of its repeats: "1.2 s (1.1–1.5 s)"."""
+    if m is None:
+        return "–"
+    text = fmt_seconds(m.latency_s)
+    if m.latency_min_s is not None and m.latency_max_s is not None and m.repeats > 1:
+        text += f" ({fmt_seconds(m.latency_min_s)}–{fmt_seconds(m.latency_max_s)})"
+    return text
+
+
 def has_mpc(report: ParetoReport) -> bool:
     return any(p.mpc is not None for p in report.points)
+
+
+@dataclass(frozen=True)
+class ReluAxis:
+    """Placement of ReLU counts on a log x axis, shared by the HTML and PNG renderers.
+
+    0 has no place on a log axis: 0-ReLU (fully linearized) points are drawn at
+    ``zero_at``, a third of a decade left of the smallest positive count, with their own
+    marker, a "0" label and a dotted break line at ``break_at`` so they never read as a
+    small positive count.
+    """
+
+    zero_at: float
+    break_at: float
+    has_zero: bool
+
+    def x(self, relus: float) -> float:
+        """The x position of a count (``zero_at`` for 0)."""
+        return self.zero_at if relus <= 0 else float(relus)
+
+
+#: Legend / hover text of a 0-ReLU point.
+ZERO_RELU_LABEL = "0 ReLUs (fully linearized; drawn left of the axis break)"
+
+
+def relu_axis(report: ParetoReport) -> ReluAxis:
+    """The :class:`ReluAxis` for every count the report plots (points, baseline, budgets)."""
+    counts = [p.relus for p in report.points] + [report.baseline.relus] + list(report.budgets)
+    positive = [v for v in counts if v > 0]
+    smallest = float(min(positive)) if positive else 1.0
+    return ReluAxis(zero_at=smallest / 10 ** (1 / 3), break_at=smallest / 10 ** (1 / 6),
+                    has_zero=any(p.relus <= 0 for p in report.points))
+
+
+def is_zero_relu(point: ParetoPoint) -> bool:
+    """True for a fully linearized point (no exact or Circa ReLU left)."""
+    return point.relus <= 0

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class _Model(BaseModel):
@@ -26,6 +26,8 @@ class MpcMeasurement(_Model):
     parties: int = 2
     batch_size: int = 1
     latency_s: float                   # online wall time per batch (median)
+    latency_min_s: float | None = None  # fastest / slowest of the ``repeats`` timed runs
+    latency_max_s: float | None = None
     latency_linear_s: float | None = None
     latency_nonlinear_s: float | None = None
     rounds: int                        # communication rounds per batch (party 0)

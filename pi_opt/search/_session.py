@@ -152,6 +152,10 @@ class SearchSession:
                                    should_stop=should_stop)
         budgets = sorted(set(config.absolute_budgets(baseline.manifest.profile.relus))
                          | set(latency_relus))
+        for b in (b for b in budgets if b >= baseline.manifest.profile.relus):
+            emit({"type": "log", "level": "warning", "message": (
+                f"budget {b:,} ReLUs is at or above the baseline's "
+                f"{baseline.manifest.profile.relus:,}: the all-ReLU network already meets it")})
         study = optuna.create_study(
             study_name=STUDY_NAME, storage=make_storage(storage, workdir),
             directions=["maximize", "minimize"], sampler=make_sampler(config),
@@ -357,7 +361,9 @@ class SearchSession:
         done, failed = self._counts()
         if done >= self.total or failed >= max(self.total, 3):
             return 0
-        self._emit({"type": "phase", "phase": "search", "done": done, "total": self.total})
+        self._emit({"type": "phase", "phase": "search", "done": done, "total": self.total,
+                    "budgets": self.budgets,
+                    "baseline_relus": self.baseline.manifest.profile.relus})
         before = len(self.study.get_trials(deepcopy=False))
         self.study.optimize(
             self._objective, timeout=timeout_s or self.config.timeout_s,

@@ -2,7 +2,7 @@
 
 Every kept position (RELU, or CIRCA already) of the start candidate becomes a
 ``Kind.CIRCA`` stochastic ReLU whose sign test drops the ``k`` low bits of each
-share and keeps ``l`` bits (:mod:`pi_opt.circa` is the fault model). The ReLU
+share and keeps ``l`` bits (:mod:`pi_opt.circa_faults` is the fault model). The ReLU
 count does not change (Circa ReLUs count as ReLUs); each ReLU becomes cheaper.
 
 Selection (validation split, ``repeats`` seeded repetitions per evaluation - the
@@ -26,6 +26,7 @@ the loop (straight-through gradient); the ranges and ``l`` are re-measured after
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from pi_opt.activations import Kind, MixedActivation
-from pi_opt.circa import exact_range
+from pi_opt.circa_faults import exact_range
 from pi_opt.errors import BudgetError
 from pi_opt.sites import iter_sites
 from pi_opt.techniques.base import (
@@ -191,93 +192,96 @@ class Circa(Technique):
         return out
 
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
-        cfg = self.config
+        """Make every kept ReLU of ``start`` a Circa ReLU; choose ``k`` and ``l``.
+
+        Phases: prepare (start accuracy, max |x| per site) -> convert kept positions ->
+        sweep the model-wide ``k`` -> optional per-site refinement -> optional
+        noise-aware fine-tune -> final measurement and record.
+
+        Raises:
+            BudgetError: ``start`` already holds more than ``budget`` ReLUs (Circa does not
+                reduce the count).
+        """
         count = start.relus()
         if count > budget:
             raise BudgetError(f"circa does not reduce the ReLU count: the start has {count} "
                               f"ReLUs > budget {budget}; put a count-reducing technique first")
-        dev = resolve_device(ctx.finetune.device)
-        cand = start.clone()
-        model = cand.model.to(dev).eval()
-        ensure_materialized(model, cand.spec.input_shape)
-        sites = {n: s for n, s in iter_sites(model) if bool(_kept_mask(s).any())}
-        val = ctx.data.val
-        base_seed = ctx.seed * 7_777 + 1
+        state = _CircaRun.prepare(self.config, ctx, start)
+        if not state.sites:
+            state.cand.val_accuracy = state.acc0
+            state.cand.history.append(self.step_record(
+                budget=budget, relus=count, skipped=True, reason="no kept ReLU positions"))
+            return [state.cand]
+        state.convert_kept_positions()
+        k_model, within, sweep = self._sweep_k(state)
+        ks = {n: k_model for n in state.sites}
+        site_trials = 0
+        if self.config.per_site and within:
+            ks, site_trials = self._refine_per_site(state, ks, k_model)
+        ls = state.configure(ks)
+        if self.config.finetune_epochs > 0:
+            ls = self._noise_aware_finetune(state, ks)
+        return [self._record(state, budget, count, ks, ls, k_model, within, sweep, site_trials)]
 
-        def accuracy(repeats: int) -> tuple[float, float, list[float]]:
-            return fault_accuracy(model, sites, val, repeats=repeats, seed=base_seed,
-                                  device=ctx.finetune.device, num_classes=ctx.data.num_classes,
-                                  batch_size=cfg.batch_size)
+    def _sweep_k(self, state: _CircaRun) -> tuple[int, bool, list[dict[str, Any]]]:
+        """Model-wide ``k`` by the prefix rule over ascending ``k_choices``.
 
-        stochastic = any(bool((s.kinds == int(Kind.CIRCA)).any()) for s in sites.values())
-        acc0, _, _ = accuracy(cfg.repeats if stochastic else 1)
-        if not sites:
-            cand.val_accuracy = acc0
-            cand.history.append(self.step_record(budget=budget, relus=count, skipped=True,
-                                                 reason="no kept ReLU positions"))
-            return [cand]
-        max_abs = measure_max_abs(model, sites, val, batch_size=cfg.batch_size)
-        for s in sites.values():  # every kept position becomes a Circa ReLU
-            s.set_kinds(torch.where(_kept_mask(s), torch.tensor(int(Kind.CIRCA), dtype=torch.int8,
-                                                               device=s.kinds.device), s.kinds))
-
-        def configure(ks: dict[str, int]) -> dict[str, int]:
-            ls = {n: choose_l(max_abs[n], ks[n], cfg.l_choices, margin=cfg.range_margin)
-                  for n in sites}
-            for n, s in sites.items():
-                s.set_circa(ks[n], ls[n])
-            return ls
-
-        def measure(ks: dict[str, int]) -> tuple[float, float]:
-            configure(ks)
-            mean, std, _ = accuracy(cfg.repeats)
-            return mean, std
-
-        # per-model k: prefix rule over ascending k
+        Returns (chosen k, whether it is within the tolerance, one record per k tried).
+        """
+        cfg = self.config
         sweep: list[dict[str, Any]] = []
         chosen: int | None = None
         for k in cfg.k_choices:
-            mean, std = measure({n: k for n in sites})
-            drop = acc0 - mean
+            mean, std = state.measure({n: k for n in state.sites})
+            drop = state.acc0 - mean
             sweep.append({"k": k, "accuracy": mean, "std": std, "drop": drop})
-            ctx.emit(type="technique", technique=self.name, event="k-sweep", k=k,
-                     accuracy=mean, drop=drop)
+            state.ctx.emit(type="technique", technique=self.name, event="k-sweep", k=k,
+                           accuracy=mean, drop=drop)
             if drop > cfg.tolerance + 1e-12:
                 break
             chosen = k
-        within = chosen is not None
-        k_model = chosen if chosen is not None else cfg.k_choices[0]
-        ks = {n: k_model for n in sites}
+        return (chosen if chosen is not None else cfg.k_choices[0]), chosen is not None, sweep
 
-        # optional per-site refinement
-        site_trials = 0
-        if cfg.per_site and within:
-            for n in sites:
-                for k in sorted((k for k in cfg.k_choices if k > k_model), reverse=True):
-                    trial = dict(ks, **{n: k})
-                    mean, _ = measure(trial)
-                    site_trials += 1
-                    if acc0 - mean <= cfg.tolerance + 1e-12:
-                        ks = trial
-                        break
-                ctx.emit(type="technique", technique=self.name, event="site-k", site=n, k=ks[n])
-        ls = configure(ks)
+    def _refine_per_site(self, state: _CircaRun, ks: dict[str, int], k_model: int
+                         ) -> tuple[dict[str, int], int]:
+        """Site by site, the largest ``k > k_model`` that keeps the model within tolerance.
 
-        # optional noise-aware fine-tune
-        if cfg.finetune_epochs > 0:
-            _set_generators(sites, base_seed + 10_000, dev)
-            try:
-                train_kd_or_eval(ctx, cand, epochs=cfg.finetune_epochs,
-                                 phase=f"{self.name}-finetune",
-                                 kd_temperature=cfg.kd_temperature)
-            finally:
-                _set_generators(sites, None, dev)
-            # ranges may have grown: re-measure (exact ReLUs for the measurement)
-            for s in sites.values():
-                s.set_circa(0, 64)
-            max_abs = measure_max_abs(model, sites, val, batch_size=cfg.batch_size)
-            ls = configure(ks)
-        mean, std, accs = accuracy(cfg.repeats)
+        Returns (k per site, number of whole-model evaluations spent).
+        """
+        trials = 0
+        for n in state.sites:
+            for k in sorted((k for k in self.config.k_choices if k > k_model), reverse=True):
+                attempt = dict(ks, **{n: k})
+                mean, _ = state.measure(attempt)
+                trials += 1
+                if state.acc0 - mean <= self.config.tolerance + 1e-12:
+                    ks = attempt
+                    break
+            state.ctx.emit(type="technique", technique=self.name, event="site-k", site=n,
+                           k=ks[n])
+        return ks, trials
+
+    def _noise_aware_finetune(self, state: _CircaRun, ks: dict[str, int]) -> dict[str, int]:
+        """KD fine-tune with the stochastic op in the loop; re-measure ranges; returns ``l``s."""
+        cfg = self.config
+        _set_generators(state.sites, state.base_seed + 10_000, state.device)
+        try:
+            train_kd_or_eval(state.ctx, state.cand, epochs=cfg.finetune_epochs,
+                             phase=f"{self.name}-finetune", kd_temperature=cfg.kd_temperature)
+        finally:
+            _set_generators(state.sites, None, state.device)
+        for s in state.sites.values():  # ranges may have grown: measure with exact ReLUs
+            s.set_circa(0, 64)
+        state.max_abs = measure_max_abs(state.model, state.sites, state.ctx.data.val,
+                                        batch_size=cfg.batch_size)
+        return state.configure(ks)
+
+    def _record(self, state: _CircaRun, budget: int, count: int, ks: dict[str, int],
+                ls: dict[str, int], k_model: int, within: bool, sweep: list[dict[str, Any]],
+                site_trials: int) -> Candidate:
+        """Final seeded measurement, history step, notes and the ``done`` event."""
+        cfg, cand = self.config, state.cand
+        mean, std, accs = state.accuracy(cfg.repeats)
         cand.val_accuracy = mean
         cand.model.eval()
         relus = cand.relus()
@@ -287,17 +291,77 @@ class Circa(Technique):
         cand.history.append(self.step_record(
             budget=budget, relus=relus,
             k=(dict(ks) if per_site_k else k_model), l=dict(ls),
-            max_abs={n: max_abs[n] for n in sites},
-            start_val_accuracy=acc0, fault_val_accuracy=mean, fault_val_std=std,
+            max_abs={n: state.max_abs[n] for n in state.sites},
+            start_val_accuracy=state.acc0, fault_val_accuracy=mean, fault_val_std=std,
             fault_val_accuracies=accs, within_tolerance=within, sweep=sweep,
             site_trials=site_trials))
         cand.notes.update({"circa_k": ks, "circa_l": ls, "within_tolerance": within})
         if not within:
             cand.notes["warning"] = (f"even k={k_model} drops val accuracy by "
                                      f"{sweep[0]['drop']:.4f} > tolerance {cfg.tolerance}")
-        ctx.emit(type="technique", technique=self.name, event="done", k=k_model,
-                 val_accuracy=mean, drop=acc0 - mean)
-        return [cand]
+        state.ctx.emit(type="technique", technique=self.name, event="done", k=k_model,
+                       val_accuracy=mean, drop=state.acc0 - mean)
+        return cand
+
+
+@dataclass
+class _CircaRun:
+    """The state one :meth:`Circa.run` works on: the candidate, its kept sites, the
+    validation accuracy before Circa (``acc0``) and max |x| per site."""
+
+    config: CircaConfig
+    ctx: TechniqueContext
+    cand: Candidate
+    model: nn.Module
+    sites: dict[str, MixedActivation]
+    device: torch.device
+    base_seed: int
+    acc0: float = 0.0
+    max_abs: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def prepare(cls, config: CircaConfig, ctx: TechniqueContext, start: Candidate) -> _CircaRun:
+        """Clone ``start``, find its kept sites, measure its accuracy and ranges."""
+        dev = resolve_device(ctx.finetune.device)
+        cand = start.clone()
+        model = cand.model.to(dev).eval()
+        ensure_materialized(model, cand.spec.input_shape)
+        sites = {n: s for n, s in iter_sites(model) if bool(_kept_mask(s).any())}
+        state = cls(config=config, ctx=ctx, cand=cand, model=model, sites=sites, device=dev,
+                    base_seed=ctx.seed * 7_777 + 1)
+        stochastic = any(bool((s.kinds == int(Kind.CIRCA)).any()) for s in sites.values())
+        state.acc0 = state.accuracy(config.repeats if stochastic else 1)[0]
+        if sites:
+            state.max_abs = measure_max_abs(model, sites, ctx.data.val,
+                                            batch_size=config.batch_size)
+        return state
+
+    def accuracy(self, repeats: int) -> tuple[float, float, list[float]]:
+        """Seeded validation accuracy (mean, std, per repeat); same seeds for every k."""
+        return fault_accuracy(self.model, self.sites, self.ctx.data.val, repeats=repeats,
+                              seed=self.base_seed, device=self.ctx.finetune.device,
+                              num_classes=self.ctx.data.num_classes,
+                              batch_size=self.config.batch_size)
+
+    def convert_kept_positions(self) -> None:
+        """Every kept position (RELU or CIRCA) becomes a Circa ReLU."""
+        for s in self.sites.values():
+            circa = torch.tensor(int(Kind.CIRCA), dtype=torch.int8, device=s.kinds.device)
+            s.set_kinds(torch.where(_kept_mask(s), circa, s.kinds))
+
+    def configure(self, ks: dict[str, int]) -> dict[str, int]:
+        """Set ``k`` per site and the smallest safe ``l`` for it; returns the ``l``s."""
+        ls = {n: choose_l(self.max_abs[n], ks[n], self.config.l_choices,
+                          margin=self.config.range_margin) for n in self.sites}
+        for n, s in self.sites.items():
+            s.set_circa(ks[n], ls[n])
+        return ls
+
+    def measure(self, ks: dict[str, int]) -> tuple[float, float]:
+        """Configure ``ks`` and return the mean and std of the seeded accuracy."""
+        self.configure(ks)
+        mean, std, _ = self.accuracy(self.config.repeats)
+        return mean, std
 
 
 __all__ = ["Circa", "CircaConfig", "choose_l", "fault_accuracy", "measure_max_abs"]

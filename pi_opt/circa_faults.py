@@ -1,4 +1,7 @@
-"""Circa-style stochastic ReLU: a sign test on truncated additive shares.
+"""Circa fault model: the stochastic ReLU's sign test on truncated additive shares.
+
+(Not to be confused with :mod:`pi_opt.techniques.circa`, the technique that applies
+it to a network and picks ``k``/``l``, or :mod:`mpc.circa_sign`, the 2PC protocol.)
 
 This module is the single definition of the fault model. The plaintext
 simulation below and the MPC backend (``mpc``) call the same bit-level
