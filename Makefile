@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install demo optimize test test-fast bench-fronts bench-mpc bench-service openapi clean
+.PHONY: install demo optimize typecheck test test-fast bench-fronts bench-mpc bench-service openapi clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ demo: install
 optimize: install
 	$(PY) -m pi_opt_cli optimize --config configs/digits_quick.yaml --workdir runs/digits_quick
 
+# Static types of the library (config in pyproject.toml [tool.mypy]); CI runs it first.
+typecheck: install
+	$(PY) -m mypy
+
 # README command 2.
 test: install
 	$(PY) -m pytest -q
@@ -43,7 +47,7 @@ bench-service: install
 	$(PY) bench/service_load.py
 
 openapi: install
-	$(PY) -m service openapi > service/openapi.json
+	$(PY) -m service openapi --write
 
 clean:
 	rm -rf runs .pytest_cache

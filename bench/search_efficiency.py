@@ -20,6 +20,7 @@ import math
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,33 @@ def run_job(raw: dict[str, Any], workdir: Path, extra_trials: int) -> dict[str, 
 
 def base_config(args: argparse.Namespace) -> dict[str, Any]:
     raw = yaml.safe_load(Path(args.config).read_text())
-    if args.techniques:
-        raw["techniques"] = args.techniques
+    if args.techniques:  # names / "a+b" chains, or JSON chain specs
+        raw["techniques"] = [parse_value(t) for t in args.techniques]
     if args.budgets:
         raw["budgets"] = args.budgets
     raw["measure_mpc"] = "none"
     return raw
+
+
+def markdown(path: Path) -> str:
+    """Markdown tables of a result file: one row per run, then per budget and run."""
+    res = json.loads(path.read_text())
+    lines = ["| run | training epochs | training images | training s | points | pruned "
+             "| val hypervolume |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in res["runs"]:
+        lines.append(f"| `{r['label'][:60]}` | {r['training_epochs']:,} | "
+                     f"{r['training_images']:,} | {r['training_seconds']:.0f} | {r['points']} | "
+                     f"{r['pruned']} | {r['hypervolume_val']:.4f} |")
+    lines += ["", f"compute_ratio (images) {res['compute_ratio']}, epoch_ratio "
+              f"{res['epoch_ratio']}, hypervolume_ratio {res['hypervolume_ratio']}", "",
+              "| budget | run | points: chain val/test (worst-class val drop) |", "|---:|---|---|"]
+    for b in res["runs"][0]["points_by_budget"]:
+        for r in res["runs"]:
+            cells = "; ".join(
+                f"{p['chain']} {p['val']:.3f}/{p['test']:.3f} ({p['worst_class_drop']:+.3f})"
+                + (" pruned" if p["pruned"] else "") for p in r["points_by_budget"][b])
+            lines.append(f"| {int(b):,} | `{r['label'][:40]}` | {cells} |")
+    return "\n".join(lines)
 
 
 def parse_value(v: str) -> Any:
@@ -94,25 +116,32 @@ def main() -> None:
                     "the first run is the reference")
     ap.add_argument("--out", default="bench/results/search_efficiency.json")
     ap.add_argument("--keep", help="keep the job directories under this folder")
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (wall time only)")
+    ap.add_argument("--table", type=Path, help="print the markdown tables of a result file")
     args = ap.parse_args()
+    if args.table:
+        print(markdown(args.table))
+        return
     raw = base_config(args)
     root = Path(args.keep or tempfile.mkdtemp(prefix="search_eff_"))
-    runs = []
+    jobs = []
     for v in args.values:
         cfg = {k: x for k, x in raw.items() if k != args.option}
         if v != "default":
             cfg[args.option] = parse_value(v)
         label = f"{args.option}={v}"
-        print(f"running {label}", flush=True)
-        res = run_job(cfg, root / label.replace("=", "_"), args.extra_trials)
-        runs.append({"label": label, **res})
-        print(json.dumps({k: res[k] for k in ("training_epochs", "training_images", "wall_s",
-                                              "pruned", "hypervolume_val")}), flush=True)
+        jobs.append((label, cfg, root / label.replace("=", "_").replace("/", "_")[:60]))
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:  # separate processes, same seeds
+        futures = [pool.submit(run_job, cfg, wd, args.extra_trials) for _, cfg, wd in jobs]
+        runs = [{"label": label, **f.result()} for (label, _, _), f in zip(jobs, futures)]
+    for r in runs:
+        print(json.dumps({k: r[k] for k in ("label", "training_epochs", "training_images",
+                                            "wall_s", "pruned", "hypervolume_val")}), flush=True)
     ref, new = runs[0], runs[-1]
     out = {
         "command": "nice -n 10 python bench/search_efficiency.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if v is not None and k != "keep"),
+            for k, v in vars(args).items() if v is not None and k not in ("keep", "jobs", "table")),
         "config": args.config, "techniques": raw["techniques"], "budgets": raw["budgets"],
         "extra_trials": args.extra_trials, "runs": runs,
         "compute_ratio": round(new["training_images"] / max(1, ref["training_images"]), 4),

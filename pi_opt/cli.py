@@ -51,13 +51,13 @@ def input_shape(text: str) -> tuple[int, int, int]:
     """``"3,32,32"`` or ``"3x32x32"`` -> ``(3, 32, 32)`` (C, H, W; all positive)."""
     parts = text.replace("x", ",").replace("X", ",").split(",")
     try:
-        shape = tuple(int(p) for p in parts)
+        dims = [int(p) for p in parts]
     except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
+        dims = []
+    if len(dims) != 3 or min(dims) < 1:
         raise argparse.ArgumentTypeError(
             f"expected C,H,W with three positive integers (e.g. 3,32,32), got {text!r}")
-    return shape  # type: ignore[return-value]
+    return dims[0], dims[1], dims[2]
 
 
 def json_object(text: str) -> dict[str, Any]:

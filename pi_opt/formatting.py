@@ -8,10 +8,10 @@ returns "–" for a missing (None) or non-finite value.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 
-def finite(x: Any) -> bool:
+def finite(x: Any) -> TypeGuard[int | float]:
     """A real, finite number (not bool, not NaN/inf)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 

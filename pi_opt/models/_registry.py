@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -15,9 +15,17 @@ ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("architecture")
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Register a factory ``f(*, in_channels, num_classes, **kwargs) -> nn.Module``."""
-    return MODELS.register(name)
+F = TypeVar("F", bound=ModelFactory)
+
+
+def register_model(name: str) -> Callable[[F], F]:
+    """Register a factory ``f(*, in_channels, num_classes, **kwargs) -> nn.Module``
+    (returned unchanged, so its own return type is kept)."""
+    def deco(factory: F) -> F:
+        MODELS.register(name)(factory)
+        return factory
+
+    return deco
 
 
 def list_models() -> list[str]:

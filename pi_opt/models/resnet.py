@@ -85,8 +85,7 @@ class ResNet(nn.Module):
         self.stem = nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False)
         self.stem_bn = nn.BatchNorm2d(widths[0])
         self.stem_relu: nn.Module = nn.ReLU() if stem_relu else nn.Identity()
-        self.stage_names: list[str] = []
-        cin = add_stages(self, BasicBlock, widths[0], widths, blocks)
+        cin, self.stage_names = add_stages(self, BasicBlock, widths[0], widths, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
 

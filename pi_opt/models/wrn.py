@@ -54,8 +54,7 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = [16 * widen, 32 * widen, 64 * widen]
         self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        self.stage_names: list[str] = []
-        cin = add_stages(self, PreActBlock, 16, widths, [n] * len(widths))
+        cin, self.stage_names = add_stages(self, PreActBlock, 16, widths, [n] * len(widths))
         self.final_bn = nn.BatchNorm2d(cin)
         self.final_relu: nn.Module = nn.ReLU() if final_relu else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -480,7 +480,8 @@ def build_context(report: ParetoReport, downloads: dict[str, str] | None = None
     base = report.baseline
     front = report.front()
     dataset = report.dataset
-    sizes = dataset.get("sizes") if isinstance(dataset.get("sizes"), dict) else {}
+    raw_sizes = dataset.get("sizes")
+    sizes: dict[str, Any] = raw_sizes if isinstance(raw_sizes, dict) else {}
     wt = wall_time(report)
     best = max(front, key=lambda p: p.val_accuracy) if front else None
     arch = base.arch.get("name") if isinstance(base.arch.get("name"), str) else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pi_opt.report._views import (
     chain_colors,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 DPI = 150
 
-_STYLE = {
+_STYLE: dict[str, Any] = {
     "font.size": 9.5,
     "axes.titlesize": 11,
     "axes.titleweight": "bold",
@@ -119,9 +119,11 @@ def pareto_figure(report: ParetoReport) -> Figure:
         group = [p for p in pts if chain_label(p.chain) == lbl]
         dom = [p for p in group if not p.pareto]
         front = [p for p in group if p.pareto]
-        for sub, kw in ((dom, {"alpha": 0.35, "s": 22, "zorder": 2, "linewidths": 0}),
-                        (front, {"alpha": 1.0, "s": 52, "zorder": 4, "edgecolors": "#1b1f24",
-                                 "linewidths": 0.7})):
+        styles: tuple[tuple[list[ParetoPoint], dict[str, Any]], ...] = (
+            (dom, {"alpha": 0.35, "s": 22, "zorder": 2, "linewidths": 0}),
+            (front, {"alpha": 1.0, "s": 52, "zorder": 4, "edgecolors": "#1b1f24",
+                     "linewidths": 0.7}))
+        for sub, kw in styles:
             inside = [p for p in sub if not over_budget(p) and not is_zero_relu(p)]
             over = [p for p in sub if over_budget(p) and not is_zero_relu(p)]
             zero = [p for p in sub if is_zero_relu(p)]
@@ -231,10 +233,10 @@ def latency_figure(report: ParetoReport) -> Figure | None:
             ax.scatter([v], [100 * p.test_accuracy], color=colors[chain_label(p.chain)],
                        s=50 if p.pareto else 26, alpha=1.0 if p.pareto else 0.35,
                        edgecolors="#1b1f24" if p.pareto else "none", linewidths=0.7, zorder=3)
-            m = p.mpc
-            if key == "latency_s" and m.latency_min_s is not None and m.latency_max_s is not None:
+            lo, hi = p.mpc.latency_min_s, p.mpc.latency_max_s
+            if key == "latency_s" and lo is not None and hi is not None:
                 ax.errorbar([v], [100 * p.test_accuracy], fmt="none", lw=1, zorder=2,
-                            xerr=[[v - m.latency_min_s], [m.latency_max_s - v]],
+                            xerr=[[v - lo], [hi - v]],
                             ecolor=colors[chain_label(p.chain)])
         if b.mpc is not None:
             v = getattr(b.mpc, key) * scale
@@ -351,7 +353,7 @@ def write_pngs(report: ParetoReport, outdir: str | os.PathLike[str]) -> list[Pat
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    with rc_context(_STYLE):
+    with rc_context(cast(Any, _STYLE)):
         for name, make in (("pareto.png", pareto_figure), ("latency.png", latency_figure),
                            ("layers.png", layers_figure), ("per_class.png", per_class_figure)):
             fig = make(report)
