@@ -47,7 +47,7 @@ bench-service: install
 	$(PY) bench/service_load.py
 
 openapi: install
-	$(PY) -m service openapi > service/openapi.json
+	$(PY) -m service openapi --write
 
 clean:
 	rm -rf runs .pytest_cache

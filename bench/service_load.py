@@ -1,12 +1,18 @@
-"""Load benchmark of the job API: N concurrent clients polling ``GET /v1/jobs/{id}``
-while that job trains in the embedded executor (same machine, loopback only).
+"""Load benchmark of the job API on one machine, while a job trains in the embedded executor.
 
-Bounded: runs ``--duration`` seconds (default 30) or ``--max-requests``, whichever comes
-first, then cancels the job and stops the server it started. Writes
-``bench/results/service_load.json`` and ``bench/results/service_load.md`` (merged into
-BENCHMARKS.md by hand).
+Three bounded phases against a fresh ``python -m service serve`` (loopback only):
 
-    python bench/service_load.py --clients 50 --duration 30
+1. ``submit``: ``--submitters`` concurrent valid ``POST /v1/jobs`` (distinct titles, so no
+   idempotency or caching shortcut), each validated and planned in the helper processes;
+2. ``poll``: ``--clients`` clients alternating ``GET /v1/jobs`` (list) and
+   ``GET /v1/jobs/{id}`` (status), each waiting ``--think`` s between requests
+   (a client polling its jobs), for ``--duration`` s;
+3. ``saturate``: the same clients with no think time (closed loop: latency then measures
+   the queue at the server's throughput).
+
+Writes ``bench/results/service_load.json`` and prints a Markdown table for BENCHMARKS.md.
+
+    python bench/service_load.py --clients 50 --submitters 20 --duration 20
 """
 
 from __future__ import annotations
@@ -16,10 +22,7 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +32,11 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC = {
+sys.path.insert(0, str(REPO))
+
+from service.process import Server  # noqa: E402
+
+TRAIN_SPEC: dict[str, Any] = {
     "title": "load benchmark",
     "data": {"kind": "digits", "max_train": 1000},
     "model": {"arch": {"name": "resnet_mini", "kwargs": {"widths": [4, 8, 16]}},
@@ -42,54 +49,82 @@ SPEC = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _percentiles(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    ms = sorted(x * 1000 for x in xs)
+
+    def q(p: float) -> float:
+        return round(ms[min(len(ms) - 1, max(0, round(p / 100 * (len(ms) - 1))))], 1)
+
+    return {"p50": q(50), "p90": q(90), "p99": q(99), "max": round(ms[-1], 1),
+            "mean": round(statistics.fmean(ms), 1), "n": len(ms)}
 
 
-def _percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))]
+async def _timed(c: httpx.AsyncClient, method: str, path: str, lat: list[float],
+                 errors: list[str], ok: tuple[int, ...], **kw: Any) -> httpx.Response | None:
+    t0 = time.perf_counter()
+    try:
+        r = await c.request(method, path, **kw)
+    except httpx.HTTPError as exc:
+        errors.append(type(exc).__name__)
+        return None
+    if r.status_code in ok:
+        lat.append(time.perf_counter() - t0)
+    else:
+        errors.append(f"HTTP {r.status_code}")
+    return r
 
 
-async def _client(base: str, path: str, headers: dict[str, str], stop_at: float,
-                  budget: list[int], lat: list[float], errors: list[str]) -> None:
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as c:
-        while time.monotonic() < stop_at and budget[0] > 0:
-            budget[0] -= 1
-            t0 = time.perf_counter()
-            try:
-                r = await c.get(path)
-                if r.status_code != 200:
-                    errors.append(f"HTTP {r.status_code}")
-                else:
-                    lat.append(time.perf_counter() - t0)
-            except httpx.HTTPError as exc:
-                errors.append(type(exc).__name__)
-
-
-async def _load(base: str, path: str, headers: dict[str, str], clients: int, duration: float,
-                max_requests: int) -> tuple[list[float], list[str], float]:
+async def _submit_burst(base: str, headers: dict[str, str], n: int) -> dict[str, Any]:
     lat: list[float] = []
     errors: list[str] = []
-    budget = [max_requests]
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as c:
+        rs = await asyncio.gather(*(
+            _timed(c, "POST", "/v1/jobs", lat, errors, (202,),
+                   json={"spec": {**TRAIN_SPEC, "title": f"burst {i}", "n_trials": 2}})
+            for i in range(n)))
+        ids = [r.json()["id"] for r in rs if r is not None and r.status_code == 202]
+        for jid in ids:        # leave the queue to the training job
+            await c.post(f"/v1/jobs/{jid}/cancel")
+    return {"submissions": n, "latency_ms": _percentiles(lat), "errors": sorted(errors)}
+
+
+async def _poll(base: str, headers: dict[str, str], jid: str, clients: int, duration: float,
+                think: float) -> dict[str, Any]:
+    lat: dict[str, list[float]] = {"list": [], "status": []}
+    errors: list[str] = []
+    stop_at = time.monotonic() + duration
+
+    async def client(k: int) -> None:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as c:
+            await asyncio.sleep(think * k / clients)         # spread the start
+            i = k
+            while time.monotonic() < stop_at:
+                kind = "list" if i % 2 else "status"
+                path = "/v1/jobs?limit=20" if kind == "list" else f"/v1/jobs/{jid}"
+                await _timed(c, "GET", path, lat[kind], errors, (200,))
+                i += 1
+                if think:
+                    await asyncio.sleep(think)
+
     t0 = time.monotonic()
-    await asyncio.gather(*(_client(base, path, headers, t0 + duration, budget, lat, errors)
-                           for _ in range(clients)))
-    return lat, errors, time.monotonic() - t0
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    wall = time.monotonic() - t0
+    n = len(lat["list"]) + len(lat["status"])
+    return {"clients": clients, "think_s": think, "duration_s": round(wall, 1),
+            "requests_per_s": round(n / wall, 1), "errors": len(errors),
+            "error_kinds": sorted(set(errors)),
+            "latency_ms": {"list": _percentiles(lat["list"]),
+                           "status": _percentiles(lat["status"]),
+                           "all": _percentiles(lat["list"] + lat["status"])}}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--duration", type=float, default=30.0)
-    ap.add_argument("--max-requests", type=int, default=200_000)
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "service_load.json"))
-    ap.add_argument("--md", default=str(REPO / "bench" / "results" / "service_load.md"))
-    args = ap.parse_args()
+def _status(base: str, headers: dict[str, str], jid: str) -> dict[str, Any]:
+    return httpx.get(f"{base}/v1/jobs/{jid}", headers=headers, timeout=30).json()
 
-    sys.path.insert(0, str(REPO))
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     from service.app import prepare_database
     from service.auth import create_api_key
     from service.settings import Settings
@@ -98,88 +133,81 @@ def main() -> int:
     db = prepare_database(Settings(data_dir=tmp))
     _, key = create_api_key(db, "load")
     db.dispose()
-    port = _free_port()
     env = {**os.environ, "PI_OPT_DATA_DIR": str(tmp), "PYTHONPATH": str(REPO),
-           "PI_OPT_LOG_LEVEL": "warning", "OMP_NUM_THREADS": "1"}
-    log = (tmp / "server.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port)],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+           "PI_OPT_LOG_LEVEL": "warning", "OMP_NUM_THREADS": "1",
+           "PI_OPT_QUOTA_ACTIVE_JOBS": str(args.submitters + 10)}
+    server = Server([], env=env, log=tmp / "server.log")
     headers = {"Authorization": f"Bearer {key}"}
+    base = server.base_url
+    out: dict[str, Any] = {}
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        job = httpx.post(f"{base}/v1/jobs", json={"spec": SPEC}, headers=headers, timeout=120)
-        job.raise_for_status()
-        jid = job.json()["id"]
-        for _ in range(600):   # wait until the runner trains
-            progress = httpx.get(f"{base}/v1/jobs/{jid}", headers=headers).json()["progress"]
-            if progress.get("phase") in ("baseline", "search"):
-                break
+        server.wait_healthy(timeout=300)
+        r = httpx.post(f"{base}/v1/jobs", json={"spec": TRAIN_SPEC}, headers=headers,
+                       timeout=300)
+        r.raise_for_status()
+        jid = r.json()["id"]
+        deadline = time.monotonic() + 300
+        while _status(base, headers, jid)["progress"].get("phase") not in ("baseline",
+                                                                           "search"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the job did not start training")
             time.sleep(0.2)
-        events_before = len(httpx.get(f"{base}/v1/jobs/{jid}/events?format=ndjson",
-                                      headers=headers).text.splitlines())
-        load1 = os.getloadavg()[0]
-        lat, errors, wall = asyncio.run(_load(base, f"/v1/jobs/{jid}", headers, args.clients,
-                                              args.duration, args.max_requests))
-        after = httpx.get(f"{base}/v1/jobs/{jid}", headers=headers).json()
-        events_after = len(httpx.get(f"{base}/v1/jobs/{jid}/events?format=ndjson",
-                                     headers=headers).text.splitlines())
+        out["loadavg_1m_before"] = round(os.getloadavg()[0], 2)
+        out["submit"] = asyncio.run(_submit_burst(base, headers, args.submitters))
+        out["poll"] = asyncio.run(_poll(base, headers, jid, args.clients, args.duration,
+                                        args.think))
+        out["saturate"] = asyncio.run(_poll(base, headers, jid, args.clients, args.duration,
+                                            0.0))
+        out["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+        job = _status(base, headers, jid)
+        out["job_during_load"] = {"status": job["status"], "phase": job["progress"].get("phase"),
+                                  "trials_done": job["progress"].get("trials_done")}
         httpx.post(f"{base}/v1/jobs/{jid}/cancel", headers=headers)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        server.stop(timeout=30)
+    return out
 
-    ms = [x * 1000 for x in lat]
-    result: dict[str, Any] = {
-        "command": f"python bench/service_load.py --clients {args.clients} "
-                   f"--duration {args.duration:g}",
-        "endpoint": "GET /v1/jobs/{id}",
-        "clients": args.clients,
-        "duration_s": round(wall, 2),
-        "requests_ok": len(lat),
-        "errors": len(errors),
-        "error_kinds": sorted(set(errors)),
-        "requests_per_s": round(len(lat) / wall, 1),
-        "latency_ms": {"p50": round(_percentile(ms, 50), 2), "p90": round(_percentile(ms, 90), 2),
-                       "p99": round(_percentile(ms, 99), 2), "max": round(max(ms), 2),
-                       "mean": round(statistics.fmean(ms), 2)} if ms else None,
-        "job_during_load": {"status": after["status"], "phase": after["progress"].get("phase"),
-                            "events_relayed_during_load": events_after - events_before},
-        "setup": "uvicorn (1 process) + embedded executor (SQLite WAL) + the training job "
-                 "subprocess + the httpx/asyncio load generator, all on one machine",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_1m_at_start": round(load1, 2)},
-    }
+
+def markdown(result: dict[str, Any]) -> str:
+    sub = result["submit"]["latency_ms"] or {}
+    rows = [f"| {result['submit']['submissions']} concurrent `POST /v1/jobs` | - | - | "
+            f"{sub.get('p50')} | {sub.get('p99')} | {sub.get('max')} | "
+            f"{len(result['submit']['errors'])} |"]
+    for phase in ("poll", "saturate"):
+        p = result[phase]
+        for kind in ("list", "status"):
+            lm = p["latency_ms"][kind] or {}
+            rows.append(f"| {p['clients']} clients, think {p['think_s']:g} s: "
+                        f"`GET /v1/jobs{'?limit=20' if kind == 'list' else '/{id}'}` | "
+                        f"{p['requests_per_s']} | {lm.get('n')} | {lm.get('p50')} | "
+                        f"{lm.get('p99')} | {lm.get('max')} | {p['errors']} |")
+    return ("| phase | req/s (both) | n | p50 ms | p99 ms | max ms | errors |\n"
+            "|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--submitters", type=int, default=20)
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--think", type=float, default=0.5, help="seconds between a client's "
+                    "requests in the poll phase")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "service_load.json"))
+    args = ap.parse_args()
+    t0 = time.monotonic()
+    result = {"command": f"python bench/service_load.py --clients {args.clients} --submitters "
+                         f"{args.submitters} --duration {args.duration:g} --think {args.think:g}",
+              "setup": "uvicorn (1 process) + embedded executor (SQLite WAL) + 2 helper "
+                       "processes + the training job subprocess + the httpx/asyncio load "
+                       "generator, all on one machine",
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              **run(args)}
+    result["wall_s"] = round(time.monotonic() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    lm = result["latency_ms"] or {}
-    Path(args.md).write_text(
-        "# Service load benchmark\n\n"
-        f"`{result['command']}` (loopback, bounded; raw numbers in "
-        "`bench/results/service_load.json`).\n\n"
-        f"{args.clients} concurrent clients poll `GET /v1/jobs/{{id}}` for "
-        f"{result['duration_s']} s while that job trains in the embedded executor "
-        f"({result['setup']}; {os.cpu_count()} CPUs, 1-min load average "
-        f"{result['machine']['loadavg_1m_at_start']} at start).\n\n"
-        "| requests/s | p50 ms | p90 ms | p99 ms | max ms | errors |\n"
-        "|---:|---:|---:|---:|---:|---:|\n"
-        f"| {result['requests_per_s']} | {lm.get('p50')} | {lm.get('p90')} | {lm.get('p99')} "
-        f"| {lm.get('max')} | {result['errors']} |\n\n"
-        f"The job kept training meanwhile (status `{after['status']}`, "
-        f"{result['job_during_load']['events_relayed_during_load']} progress events relayed "
-        "during the run).\n")
     print(json.dumps(result, indent=2))
-    return 0 if not errors else 1
+    print(markdown(result))
+    return 0
 
 
 if __name__ == "__main__":

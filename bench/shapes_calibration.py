@@ -7,8 +7,10 @@ Measures, on one seed of ``DatasetSpec(kind="shapes")`` (default sizes unless ov
   of the pixels), trained from scratch with the same recipe;
 * ``poly_only``: AutoReP run to budget 0 from the baseline (every site a trained degree-2
   DaPa polynomial, 0 ReLUs);
-* ``snl``: one SNL descent from the baseline, harvested at ``--budgets`` (fractions of the
+* ``snl``: one SNL run from the baseline per budget in ``--budgets`` (fractions of the
   baseline's ReLUs), each point fine-tuned with KD.
+
+``--skip-reduced`` measures only the baseline and the linearized network.
 
 Every point carries test accuracy, ReLUs, polynomial multiplications and the default cost
 model's predicted online latency (ms per sample). The machine load is recorded.
@@ -80,14 +82,14 @@ def reduced_points(ctx: TechniqueContext, args: argparse.Namespace, base_relus: 
     poly = AutoReP(search_epochs=args.search_epochs).run(ctx, baseline_candidate(ctx), budget=0)[0]
     out["poly_only"] = point(poly.model, ctx.spec, ctx.data, time.perf_counter() - t0)
     print(json.dumps({"poly_only": out["poly_only"]}), flush=True)
-    budgets = sorted({max(1, int(round(f * base_relus))) for f in args.budgets})
-    t0 = time.perf_counter()
-    snl = SNL(max_search_epochs=args.search_epochs, harvest_budgets=budgets[1:])
-    cands = snl.run(ctx, baseline_candidate(ctx), budget=budgets[0])
-    secs = time.perf_counter() - t0
-    rows = [point(c.model, ctx.spec, ctx.data, secs) | {"fraction": c.relus() / base_relus}
-            for c in cands]
-    out["snl"] = sorted(rows, key=lambda r: r["relus"])
+    out["snl"] = []
+    for budget in sorted({max(1, int(round(f * base_relus))) for f in args.budgets}):
+        t0 = time.perf_counter()
+        cand = SNL(max_search_epochs=args.search_epochs).run(
+            ctx, baseline_candidate(ctx), budget=budget)[0]
+        out["snl"].append(point(cand.model, ctx.spec, ctx.data, time.perf_counter() - t0)
+                          | {"budget": budget, "fraction": cand.relus() / base_relus})
+        print(json.dumps({"snl": out["snl"][-1]}), flush=True)
     return out
 
 
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--finetune-epochs", type=int, default=4)
     ap.add_argument("--budgets", default="0.01,0.05,0.2,0.5")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-reduced", action="store_true", help="baseline + linearized only")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     args.budgets = [float(b) for b in args.budgets.split(",")]
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             baseline_profile=profile_model(teacher, spec.input_shape),
             finetune=TrainConfig(epochs=args.finetune_epochs, lr=0.01, device="cpu", seed=args.seed),
             workdir=Path(tmp), seed=args.seed, job_seed=args.seed)
-        result.update(reduced_points(ctx, args, result["baseline"]["relus"]))
+        if not args.skip_reduced:
+            result.update(reduced_points(ctx, args, result["baseline"]["relus"]))
     result["load_after"] = os.getloadavg()
     print(json.dumps(result, indent=1), flush=True)
     if args.out:

@@ -1,8 +1,9 @@
 """Application factory: ``create_app(settings)``.
 
-Startup applies the migrations, creates (and prints) an API key on first start,
-starts the executor and warms up the helper processes that validate specs (the API
-process itself never imports torch).
+Startup applies the migrations, removes partial uploads left by a crash, creates (and
+prints) an API key on first start, starts the executor (which re-queues jobs orphaned by
+a crashed server at once) and warms up the helper processes that validate specs (the
+API process itself never imports torch).
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import problems
+from service import openapi, problems
 from service.auth import bootstrap_key
 from service.db import Database
 from service.db.migrate import upgrade_head
 from service.demos import DemoRunner
 from service.executor import make_executor
 from service.isolation import Helpers
-from service.routes import artifacts, demo, health, jobs, uploads
+from service.routes import artifacts, demo, health, jobs, plans, uploads
 from service.settings import Settings
+from service.uploads import sweep_partial_uploads
 
 log = logging.getLogger("service")
 
@@ -45,12 +47,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = prepare_database(settings)
+        removed = sweep_partial_uploads(db, settings)
+        if removed:
+            log.warning("removed %d partial upload(s) left by a crash", len(removed))
         if settings.bootstrap_key:
             bootstrap_key(db)
         executor = make_executor(settings, db)
         demos = DemoRunner(settings, db)
         demos.recover()
-        helpers = Helpers()
+        helpers = Helpers(settings.helper_processes)
         app.state.db, app.state.executor, app.state.demos = db, executor, demos
         app.state.helpers = helpers
         helpers.warm_up()
@@ -74,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
-    for module in (jobs, uploads, artifacts, demo, health):
+    for module in (jobs, plans, uploads, artifacts, demo, health):
         app.include_router(module.router)
+    openapi.install(app)
     return app

@@ -9,6 +9,7 @@ import hashlib
 import secrets
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import func, select
@@ -30,10 +31,13 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_api_key(db: Database, name: str) -> tuple[Principal, str]:
-    """Create a key; returns the principal and the secret (shown once, never stored)."""
+def create_api_key(db: Database, name: str, *, expires_at: datetime | None = None
+                   ) -> tuple[Principal, str]:
+    """Create a key (valid until ``expires_at``, a UTC datetime, when given); returns the
+    principal and the secret (shown once, never stored)."""
     secret = PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(id=new_id("key"), name=name, key_hash=hash_key(secret), prefix=secret[:12])
+    row = ApiKey(id=new_id("key"), name=name, key_hash=hash_key(secret), prefix=secret[:12],
+                 expires_at=expires_at)
     with db.write() as s:
         s.add(row)
     return Principal(row.id, name), secret
@@ -76,6 +80,10 @@ def authenticate(db: Database, credentials: HTTPAuthorizationCredentials | None)
         raise ProblemError(401, "unauthorized", "invalid API key", headers=unauthorized)
     with db.read() as s:
         row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
+    if row is not None and row.expires_at is not None and row.expires_at <= utcnow():
+        raise ProblemError(401, "unauthorized", "this API key has expired",
+                           headers={"WWW-Authenticate": 'Bearer realm="pi-opt", '
+                                    'error="invalid_token"'})
     if row is None or row.revoked_at is not None:
         raise ProblemError(401, "unauthorized", "invalid API key",
                            headers={"WWW-Authenticate": 'Bearer realm="pi-opt", '

@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``worker`` and ``keys`` subcommands.
+"""Command line: ``serve``, ``worker``, ``keys`` and ``openapi`` subcommands.
 
 ``add_commands(subparsers)`` adds them to the ``pi-opt`` CLI (composed in :mod:`pi_opt_cli`);
 ``python -m service ...`` is ``pi-opt ...``.
@@ -12,6 +12,8 @@ import logging
 import signal
 import sys
 import threading
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,7 +29,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Add ``serve``, ``worker`` and ``keys`` to an argparse subparsers object."""
+    """Add ``serve``, ``worker``, ``keys`` and ``openapi`` to an argparse subparsers object."""
     serve = subparsers.add_parser("serve", help="run the REST API (embedded worker by default)")
     _common(serve)
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
@@ -44,17 +46,37 @@ def add_commands(subparsers: Any) -> None:
 
     spec = subparsers.add_parser("openapi", help="print the OpenAPI document (JSON)")
     spec.add_argument("--out", help="write to this file instead of stdout")
+    spec.add_argument("--write", action="store_true", help="regenerate the committed "
+                      "service/job_spec.schema.json and service/openapi.json")
     spec.set_defaults(func=cmd_openapi)
 
-    keys = subparsers.add_parser("keys", help="manage API keys")
+    keys = subparsers.add_parser("keys", help="manage API keys (create | list | revoke)")
     _common(keys)
     sub = keys.add_subparsers(dest="keys_cmd", required=True)
     create = sub.add_parser("create", help="create a key and print it once")
     create.add_argument("--name", default="cli", help="a label for the key")
-    sub.add_parser("list", help="list keys (ids, names, prefixes)")
+    create.add_argument("--expires-in", metavar="DURATION", type=_duration,
+                        help="valid for this long: 3600s, 90m, 12h, 30d (default: no expiry)")
+    sub.add_parser("list", help="list keys (id, name, prefix, state, expiry)")
     revoke = sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id", help="id printed by `pi-opt keys create` / `list`")
     keys.set_defaults(func=cmd_keys)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """``90m`` -> 5400.0 seconds (units s, m, h, d; a bare number is seconds)."""
+    value, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        seconds = float(value) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600s, 90m, 12h, "
+                                         "30d)") from None
+    if not 0 < seconds < 1e10:
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return seconds
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
@@ -126,6 +148,11 @@ def openapi_document() -> str:
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
+    from service.openapi import write_job_spec_schema
+
+    if args.write:
+        write_job_spec_schema()
+        args.out = args.out or str(Path(__file__).resolve().parent / "openapi.json")
     text = openapi_document()
     if args.out:
         with open(args.out, "w") as fh:
@@ -138,17 +165,23 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from service.app import prepare_database
     from service.auth import create_api_key, list_api_keys, revoke_api_key
+    from service.db import utcnow
 
     settings = _settings(args)
     db = prepare_database(settings)
     if args.keys_cmd == "create":
-        principal, secret = create_api_key(db, args.name)
-        print(f"{principal.id}\t{secret}")
+        expires = utcnow() + timedelta(seconds=args.expires_in) if args.expires_in else None
+        principal, secret = create_api_key(db, args.name, expires_at=expires)
+        until = f"\texpires {expires.isoformat(timespec='seconds')}" if expires else ""
+        print(f"{principal.id}\t{secret}{until}")
     elif args.keys_cmd == "list":
+        now = utcnow()
         for k in list_api_keys(db):
-            state = "revoked" if k.revoked_at else "active"
-            print(f"{k.id}\t{k.name}\t{k.prefix}...\t{state}")
+            state = ("revoked" if k.revoked_at else
+                     "expired" if k.expires_at and k.expires_at <= now else "active")
+            until = k.expires_at.isoformat(timespec="seconds") if k.expires_at else "never"
+            print(f"{k.id}\t{k.name}\t{k.prefix}...\t{state}\texpires {until}")
     elif not revoke_api_key(db, args.key_id):
-        print(f"no active key {args.key_id}", file=sys.stderr)
+        print(f"error: no active key {args.key_id}", file=sys.stderr)
         return 1
     return 0

@@ -10,9 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,13 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from service.process import REPO, Server
 
 
 def _say(msg: str) -> None:
@@ -75,20 +66,12 @@ def run(config: Path, workdir: Path) -> int:
     db = prepare_database(Settings(data_dir=data_dir))
     _, key = create_api_key(db, "demo")
     db.dispose()
-    port = _free_port()
-    log = (workdir / "server.log").open("ab")
     env = {**os.environ, "PI_OPT_DATA_DIR": str(data_dir), "PI_OPT_LOG_LEVEL": "warning"}
-    server = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port)],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    server = Server([], env=env, log=workdir / "server.log")
+    base = server.base_url
     c = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
     try:
-        for _ in range(300):
-            try:
-                if c.get("/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        server.wait_healthy(timeout=120)
         _say(f"service on {base} (data in {data_dir}, log {workdir / 'server.log'})")
         r = c.post("/v1/jobs", json={"spec": spec}, headers={"Idempotency-Key": config.name})
         if r.status_code != 202:
@@ -132,12 +115,7 @@ def run(config: Path, workdir: Path) -> int:
         return 0
     finally:
         c.close()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        server.stop(timeout=60)
 
 
 def main(argv: list[str] | None = None) -> int:

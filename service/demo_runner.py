@@ -13,6 +13,9 @@ from typing import Any
 
 
 def main() -> int:
+    from service.lifeline import die_with_parent
+
+    die_with_parent()
     args: dict[str, Any] = json.loads(sys.stdin.read())
     from pi_opt.errors import PiOptError
     from service.problems import ProblemError, from_pi_opt

@@ -38,10 +38,10 @@ def get_demos(request: Request) -> DemoRunner:
     return cast(DemoRunner, request.app.state.demos)
 
 
-def get_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_principal(request: Request, credentials: BearerDep) -> Principal:
     return authenticate(request.app.state.db, credentials)
 
 

@@ -4,6 +4,7 @@ Checks that need ``pi_opt``'s models (full spec validation, data-set format dete
 and archive extraction, model specs against weights) run in a small pool of ``spawn``
 helper processes. The API process stays light, never holds the GIL for them, and
 survives a crash in them (the pool is rebuilt; the request gets a 503 problem).
+Helpers exit on their own when the API process dies (``service.lifeline``).
 Helpers answer ``("ok", value)`` or ``("problem", problem_dict)``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from pi_opt.errors import PiOptError
+from service.lifeline import die_with_parent
 from service.problems import ProblemError, from_pi_opt, from_validation
 
 log = logging.getLogger("service.isolation")
@@ -57,7 +60,9 @@ class Helpers:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(self.workers,
-                                                 mp_context=mp.get_context("spawn"))
+                                                 mp_context=mp.get_context("spawn"),
+                                                 initializer=die_with_parent,
+                                                 initargs=(os.getpid(),))
             return self._pool
 
     def _reset(self, broken: ProcessPoolExecutor) -> None:

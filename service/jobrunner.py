@@ -23,8 +23,9 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
+from service.lifeline import die_with_parent
+
 log = logging.getLogger("service.jobrunner")
-ORPHAN_EXIT_AFTER_S = 20.0
 
 
 class _Channel:
@@ -43,15 +44,6 @@ class _Channel:
                 self._conn.send((kind, body))
             except (OSError, ValueError, EOFError):
                 self.broken = True
-
-
-def _watch_parent(parent: int, stop: Event) -> None:
-    """Stop cooperatively when the parent dies; hard-exit if that does not work in time."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    stop.set()
-    time.sleep(ORPHAN_EXIT_AFTER_S)
-    os._exit(3)
 
 
 def _setup_logging(workdir: Path, attempt: int, mode: str, level: str) -> None:
@@ -117,11 +109,21 @@ def run(payload: dict[str, Any], emit: Any, should_stop: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"status": "succeeded"}
     if mode in ("full", "trials"):
         out["trials_run"] = session.run_trials(n_trials=config.n_trials,
-                                               timeout_s=config.timeout_s)
+                                               timeout_s=_trial_timeout(config, payload))
         out["best"] = session.best_so_far()
     if mode in ("full", "finalize"):
         out["summary"] = summarize(session.finalize(measure=_measure(config)))
     return out
+
+
+def _trial_timeout(config: Any, payload: dict[str, Any]) -> float | None:
+    """The spec's ``timeout_s``, cut to what is left of the server's time per job (the
+    search stops there and the report is still written)."""
+    deadline = payload.get("deadline")
+    if deadline is None:
+        return config.timeout_s  # type: ignore[no-any-return]
+    left = max(1.0, float(deadline) - time.time())
+    return min(left, config.timeout_s) if config.timeout_s else left
 
 
 def _measure(config: Any) -> Any:
@@ -141,10 +143,10 @@ def _measure(config: Any) -> Any:
 
 def child_main(payload: dict[str, Any], conn: Connection, stop: Event) -> None:
     """Process target. Never raises: every outcome is a ``result`` message."""
+    die_with_parent(payload.get("parent_pid"))
+    if payload.get("nice"):
+        os.nice(int(payload["nice"]))   # training yields the CPU to the API and the helpers
     channel = _Channel(conn)
-    parent = os.getppid()
-    threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True,
-                     name="parent-watch").start()
     workdir = Path(payload["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)
     _setup_logging(workdir, payload["attempt"], payload["mode"], payload.get("log_level", "info"))

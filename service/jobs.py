@@ -10,6 +10,7 @@ Status machine::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -22,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.auth import Principal
+from service.bounds import JobLimits, check_nonfinite
 from service.db import ACTIVE, TERMINAL, Database, IdempotencyKey, Job, JobEvent, utcnow
 from service.executor.base import Executor
 from service.ids import new_id
@@ -30,8 +32,9 @@ from service.isolation import Helpers
 from service.problems import ProblemError
 from service.schemas import EventPublic, JobCreate, JobPublic, JobsPage, Progress
 from service.settings import Settings
-from service.specs import check_spec, referenced_uploads
-from service.uploads import upload_refs
+from service.specs import plan_and_check, referenced_uploads
+from service.usage import check_job_quota
+from service.refs import upload_refs
 
 
 def not_found(job_id: str) -> ProblemError:
@@ -97,6 +100,28 @@ def transition(session: Session, job: Job, status: str, *, reason: str | None = 
     append_event(session, job.id, "status", payload, job.attempt)
 
 
+def recover_job(session: Session, job: Job, reason: str, *, max_recoveries: int,
+                crash: bool = True) -> None:
+    """The *server or worker* running ``job`` went away (crash, SIGKILL, shutdown): re-queue
+    it with its attempt count unchanged (only runner failures use attempts). ``crash``
+    counts a recovery; a job that keeps taking its server down fails after
+    ``max_recoveries``."""
+    job.worker = None
+    job.runner_pid = None
+    if job.status == "cancelling":
+        transition(session, job, "canceled", reason=reason)
+        return
+    if crash:
+        job.recoveries = (job.recoveries or 0) + 1
+    if job.recoveries > max_recoveries:
+        job.error = ProblemError(500, "recoveries-exhausted",
+                                 f"gave up after {job.recoveries - 1} server crashes: {reason}",
+                                 title="Job Failed").to_problem()
+        transition(session, job, "failed", reason=reason)
+    else:
+        transition(session, job, "queued", reason=reason, counts=False)
+
+
 def requeue_or_fail(session: Session, job: Job, reason: str) -> None:
     """A runner died: re-queue with attempt + 1, or fail after ``max_attempts``."""
     if job.status == "cancelling":
@@ -134,6 +159,19 @@ def _idempotent_job(session: Session, settings: Settings, principal: Principal, 
     return session.get(Job, row.job_id)
 
 
+def plan_spec(db: Database, settings: Settings, helpers: Helpers, principal: Principal,
+              spec: dict[str, Any], *, require_plan: bool = True) -> dict[str, Any]:
+    """Validate ``spec`` against the schema and the server limits and plan it (in a helper
+    process); returns ``{"title", "plan"}`` (see ``specs.plan_and_check``). Raises 422
+    problems naming the field."""
+    check_nonfinite(spec)
+    with db.read() as s:
+        refs = upload_refs(s, settings, principal.id, referenced_uploads(spec))
+    limits = JobLimits.from_settings(settings).model_dump()
+    return helpers.call(functools.partial(plan_and_check, require_plan=require_plan),
+                        spec, refs, limits, timeout=300)
+
+
 def create_job(db: Database, settings: Settings, executor: Executor, helpers: Helpers,
                principal: Principal, body: JobCreate, idempotency_key: str | None
                ) -> tuple[Job, bool]:
@@ -146,10 +184,9 @@ def create_job(db: Database, settings: Settings, executor: Executor, helpers: He
             job = _idempotent_job(s, settings, principal, idempotency_key, fingerprint)
         if job is not None:
             return job, True
-    ids = referenced_uploads(body.spec)
     with db.read() as s:
-        refs = upload_refs(s, settings, principal.id, ids)
-    title = helpers.call(check_spec, body.spec, refs, timeout=300)
+        check_job_quota(s, settings, principal.id)
+    title = plan_spec(db, settings, helpers, principal, body.spec, require_plan=False)["title"]
     job = Job(id=new_id("job"), principal_id=principal.id, status="queued",
               executor=settings.executor, title=title[:200], spec=body.spec,
               attempt=1, max_attempts=settings.max_attempts, progress={}, event_seq=0)
@@ -164,6 +201,7 @@ def create_job(db: Database, settings: Settings, executor: Executor, helpers: He
                         return existing, True
                     s.delete(stale)
                     s.flush()
+            check_job_quota(s, settings, principal.id)   # again, under the write lock
             s.add(job)
             s.flush()
             if idempotency_key:
@@ -248,13 +286,6 @@ def delete_job(db: Database, settings: Settings, executor: Executor, principal: 
         s.execute(delete(Job).where(Job.id == job_id))
     executor.on_delete(job_id)
     shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)
-
-
-def uploads_in_use(session: Session, principal_id: str, upload_id: str) -> list[str]:
-    """Active jobs of ``principal_id`` that reference ``upload_id``."""
-    jobs = session.scalars(select(Job).where(Job.principal_id == principal_id,
-                                             Job.status.in_(ACTIVE)))
-    return [j.id for j in jobs if upload_id in referenced_uploads(j.spec)]
 
 
 # --------------------------------------------------------------------------- views

@@ -8,6 +8,7 @@ reach a response: the catch-all handler logs them and answers a generic 500.
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from pi_opt.errors import PiOptError
 
@@ -71,7 +73,24 @@ class ProblemError(Exception):
         if instance:
             body["instance"] = instance
         body.update(jsonable_encoder(self.extensions))
-        return body
+        return scrub_paths(body)  # type: ignore[no-any-return]
+
+
+#: An absolute filesystem path (API paths under ``/v1/`` are not touched).
+_ABS_PATH = re.compile(r"(?<![\w/.:~-])/(?!v1/)(?:[^\s'\"/:,;()\[\]{}]+/)+"
+                       r"([^\s'\"/:,;()\[\]{}]*)")
+
+
+def scrub_paths(value: Any) -> Any:
+    """``value`` with absolute server paths reduced to their last component (strings,
+    recursively in dicts and lists): responses never reveal the server's layout."""
+    if isinstance(value, str):
+        return _ABS_PATH.sub(lambda m: m.group(1) or ".", value)
+    if isinstance(value, dict):
+        return {k: v if k in ("type", "instance") else scrub_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_paths(v) for v in value]
+    return value
 
 
 def from_pi_opt(exc: PiOptError) -> ProblemError:
@@ -99,6 +118,18 @@ def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = N
                         media_type=MEDIA_TYPE)
 
 
+def allowed_methods(app: FastAPI, scope: Any) -> list[str]:
+    """Every method some route accepts for the request's path (the 405 ``Allow`` header)."""
+    allowed = set()
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            allowed.add(method)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return sorted(allowed)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
@@ -116,7 +147,10 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
         code = phrase.lower().replace(" ", "-").replace("'", "")
         err = ProblemError(exc.status_code, code, detail)
-        return problem_response(err.to_problem(request.url.path), dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
+        return problem_response(err.to_problem(request.url.path), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from service.problems import Problem
+
+#: A ``pi_opt.search.SearchConfig`` document with upload references (schema: JobSpec,
+#: see ``service.openapi``); validated in a helper process, stored exactly as submitted.
+JobSpecDoc = Annotated[dict[str, Any], WithJsonSchema(
+    {"allOf": [{"$ref": "#/components/schemas/JobSpec"}]})]
+T = TypeVar("T")
 
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "canceled"]
 
@@ -39,7 +45,15 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid",
                               json_schema_extra={"examples": [{"spec": _EXAMPLE_SPEC}]})
-    spec: dict[str, Any]
+    spec: JobSpecDoc
+
+
+class PlanPublic(BaseModel):
+    """A job's plan (``pi_opt.plan.JobPlan`` as JSON: parameters, MACs, activation memory,
+    trials, epochs; no timing) after the same validation and limits as a submission."""
+
+    title: str
+    plan: dict[str, Any]
 
 
 class Progress(BaseModel):
@@ -63,13 +77,18 @@ class JobPublic(_Out):
     progress: Progress
     error: Problem | None
     result: dict[str, Any] | None
-    spec: dict[str, Any]
+    spec: JobSpecDoc
     links: dict[str, str]
 
 
-class JobsPage(BaseModel):
-    data: list[JobPublic]
+class Page(BaseModel, Generic[T]):
+    """One keyset page, newest first; pass ``next_cursor`` back as ``cursor``."""
+
+    data: list[T]
     next_cursor: str | None
+
+
+JobsPage = Page[JobPublic]
 
 
 class EventPublic(BaseModel):
@@ -93,9 +112,7 @@ class UploadPublic(_Out):
     links: dict[str, str]
 
 
-class UploadsPage(BaseModel):
-    data: list[UploadPublic]
-    next_cursor: str | None
+UploadsPage = Page[UploadPublic]
 
 
 class ArtifactPublic(BaseModel):
@@ -134,8 +151,10 @@ class DemoPublic(_Out):
 
 
 class Health(BaseModel):
+    """Liveness; the other fields only for a request with a valid API key."""
+
     status: Literal["ok"]
-    version: str
-    executor: str
-    database: str
-    time: datetime
+    version: str | None = None
+    executor: str | None = None
+    database: str | None = None
+    time: datetime | None = None

@@ -39,6 +39,22 @@ class Settings(BaseSettings):
     demo_timeout_s: float = Field(600.0, gt=0)
     demo_concurrency: int = Field(1, ge=1)
     bootstrap_key: bool = True            # create + print an API key when none exists
+    # ---- job bounds, checked before a job is queued (422 naming the field and the limit)
+    max_trials: int = Field(200, ge=1)                 # spec.n_trials (and its default)
+    max_epochs: int = Field(200, ge=0)                 # baseline / finetune epochs, each
+    max_job_seconds: float = Field(24 * 3600, gt=0)    # wall clock per job; also spec.timeout_s
+    max_model_params: int = Field(60_000_000, ge=1)
+    max_model_macs: int = Field(50_000_000_000, ge=1)  # per sample
+    max_activation_bytes: int = Field(16 << 30, ge=1)  # activations at the training batch
+    max_input_elements: int = Field(3 * 512 * 512, ge=1)   # C x H x W of input_shape
+    # ---- per-key quotas (429 + Retry-After, or 413)
+    quota_active_jobs: int = Field(4, ge=1)            # queued + running + cancelling
+    quota_upload_bytes: int = Field(8 << 30, ge=1)     # stored uploads (extracted size)
+    quota_artifact_bytes: int = Field(8 << 30, ge=1)   # job directories
+    max_extract_ratio: float = Field(50.0, ge=1)       # extracted bytes / archive bytes
+    max_recoveries: int = Field(10, ge=1)              # server crashes survived by one job
+    runner_nice: int = Field(10, ge=0, le=19)          # job runners yield the CPU to the API
+    helper_processes: int = Field(2, ge=1)             # spec / data-set validation pool
     log_level: str = "info"
 
     @model_validator(mode="after")

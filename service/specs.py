@@ -111,6 +111,7 @@ def warm_up() -> None:
     """Import the engine's config models ahead of the first submission (slow: torch)."""
     search_config_class()
     import pi_opt.models  # noqa: F401
+    import pi_opt.plan  # noqa: F401
 
 
 def check_arch(name: str, kwargs: Mapping[str, Any], loc: tuple[Any, ...]) -> None:
@@ -125,9 +126,81 @@ def check_arch(name: str, kwargs: Mapping[str, Any], loc: tuple[Any, ...]) -> No
                            errors=[_err((*loc, part), exc.message, exc.code)]) from None
 
 
-def check_spec(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef]) -> str:
-    """Helper-process entry: validate and return the job title (nothing torch-typed)."""
-    return validate_spec(raw, uploads).title
+def plan_and_check(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef],
+                   limits: dict[str, Any], *, require_plan: bool = True) -> dict[str, Any]:
+    """Helper-process entry: validate, check the server limits, plan.
+
+    Returns ``{"title": str, "plan": JobPlan as JSON or None}`` (nothing torch-typed);
+    raises a 422 ProblemError for an invalid spec or one over the limits
+    (``service.bounds``). The parameter count is checked on the meta device first, so the
+    plan (which builds the model for real) never allocates a model over the limit.
+
+    A spec without ``model`` on an uploaded data set cannot be planned before its data is
+    read (the default architecture takes the data's shape): with ``require_plan=False``
+    it is accepted after checking the upload's recorded input size.
+    """
+    from service.bounds import (
+        JobLimits,
+        check_input_size,
+        check_params,
+        check_plan_bounds,
+        check_spec_bounds,
+    )
+
+    config = validate_spec(raw, uploads)
+    bounds = JobLimits.model_validate(limits)
+    check_spec_bounds(config, bounds)
+    if config.model is not None:
+        check_params(_meta_params(config.model), bounds)
+    data_upload = _data_upload(raw, uploads)
+    if config.model is None and data_upload is not None and not require_plan:
+        shape = data_upload.meta.get("input_shape")
+        if shape:
+            check_input_size(shape, ("data", REF), bounds)
+        return {"title": config.title, "plan": None}
+    plan = _plan(config)
+    check_plan_bounds(plan, bounds)
+    return {"title": config.title, "plan": public_plan(plan.model_dump(mode="json"))}
+
+
+def _data_upload(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef]) -> UploadRef | None:
+    data = raw.get("data")
+    if isinstance(data, Mapping) and isinstance(data.get(REF), str):
+        return uploads.get(data[REF])
+    return None
+
+
+def _meta_params(model_spec: Any) -> int:
+    """Parameters of the architecture, built on the meta device (no memory)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = model_spec.build()
+    except PiOptError as exc:
+        raise ProblemError(422, exc.code, exc.message) from None
+    except Exception as exc:  # noqa: BLE001 - any build failure is a spec problem
+        raise ProblemError(422, "invalid-config", f"cannot build the architecture: {exc}",
+                           errors=[_err(("model", "arch"), str(exc))]) from None
+    return sum(p.numel() for p in model.parameters())
+
+
+def _plan(config: SearchConfig) -> Any:
+    """``plan_job`` without timing (sizes only: fast enough for every submission)."""
+    from pi_opt.plan import plan_job
+
+    try:
+        return plan_job(config, measure_steps=0)
+    except PiOptError as exc:
+        raise ProblemError(422, exc.code, exc.message) from None
+
+
+def public_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan without server paths (the data set is named by its upload reference)."""
+    data = dict(plan.get("data") or {})
+    data.pop("path", None)
+    data.pop("path_exists", None)
+    return {**plan, "data": data}
 
 
 def validate_spec(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef]) -> SearchConfig:

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import hashlib
 import json
 import math
 import re
 import shutil
 import tarfile
+import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 from fastapi import Request
@@ -35,6 +37,8 @@ from service.ids import new_id
 from service.pagination import keyset_page
 from service.isolation import Helpers
 from service.problems import ProblemError, from_pi_opt
+from service.refs import uploads_in_use
+from service.usage import check_upload_quota, dir_bytes, upload_bytes_used
 from service.schemas import UploadPublic
 from service.settings import Settings
 from service.specs import WEIGHTS_FILE, UploadRef, check_arch
@@ -43,6 +47,7 @@ _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _FLUSH = 1 << 20
 _MAX_HEADER = 100 << 20
 SPEC_FILE = "model.json"
+LOCK_FILE = ".receiving"
 NPZ_FILE = "data.npz"
 
 
@@ -96,7 +101,8 @@ async def _stream_to(request: Request, target: Path, limit: int, kind: str) -> t
             size += len(chunk)
             if size > limit:
                 raise ProblemError(413, "payload-too-large",
-                                   f"upload exceeds the limit of {limit} bytes")
+                                   f"upload exceeds {limit} bytes (max_upload_bytes, or what is "
+                                   "left of the key's quota_upload_bytes)", value=limit)
             h.update(chunk)
             buf += chunk
             if not sniffed and (len(buf) >= 8 or not chunk):
@@ -126,43 +132,105 @@ def _refuse_unsafe(head: bytes, kind: str) -> None:
 
 async def receive_upload(request: Request, db: Database, settings: Settings, helpers: Helpers,
                          principal: Principal, *, kind: str, filename: str) -> Upload:
-    """Stream, verify and register one upload; nothing stays on disk on failure."""
+    """Stream, verify and register one upload; nothing stays on disk on failure.
+
+    The upload's folder is locked (``flock``) while it is received, so a crash leaves a
+    folder without a row and without a lock holder: ``sweep_partial_uploads`` removes it.
+    """
     if not _FILENAME.match(filename) or ".." in filename:
         raise ProblemError(422, "invalid-filename",
                            "filename must be 1-200 characters of [A-Za-z0-9._-]")
+    with db.read() as s:
+        used = upload_bytes_used(s, principal.id)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
-        raise ProblemError(413, "payload-too-large",
-                           f"upload exceeds the limit of {settings.max_upload_bytes} bytes")
+    if declared is not None and declared.isdigit():
+        if int(declared) > settings.max_upload_bytes:
+            raise ProblemError(413, "payload-too-large", "upload exceeds max_upload_bytes = "
+                               f"{settings.max_upload_bytes}", limit="max_upload_bytes",
+                               value=settings.max_upload_bytes)
+        check_upload_quota(settings, used, int(declared))
     expected = expected_sha256(request.headers)
     upload_id = new_id("upl")
     folder = settings.uploads_dir / upload_id
     folder.mkdir(parents=True)
-    raw = folder / "incoming.part"
+    lock = _lock_folder(folder)
     try:
-        size, digest = await _stream_to(request, raw, settings.max_upload_bytes, kind)
-        if size == 0:
-            raise ProblemError(422, "empty-upload", "the request body is empty")
-        if expected is not None and expected != digest:
-            raise ProblemError(400, "checksum-mismatch",
-                               f"body SHA-256 is {digest}, the header announced {expected}")
-        if kind == "model":
-            meta = await anyio.to_thread.run_sync(_inspect_weights, raw)
-            raw.rename(folder / WEIGHTS_FILE)
-            fmt, rel, status = "safetensors", upload_id, "awaiting_spec"
-        else:
-            fmt, rel, meta = await anyio.to_thread.run_sync(
-                lambda: helpers.call(inspect_dataset, raw, folder, settings.max_extract_bytes))
-            status = "ready"
-        row = Upload(id=upload_id, principal_id=principal.id, kind=kind, status=status,
-                     format=fmt, filename=filename, size=size, sha256=digest, path=rel, meta=meta)
-        await anyio.to_thread.run_sync(_insert, db, row)
+        row = await _receive(request, db, settings, helpers, principal, folder,
+                             kind=kind, filename=filename, expected=expected, used=used)
         return row
     except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
         if isinstance(exc, (DatasetError, ModelFormatError)):
             raise from_pi_opt(exc) from None
         raise
+    finally:
+        lock.close()
+        (folder / LOCK_FILE).unlink(missing_ok=True)
+
+
+async def _receive(request: Request, db: Database, settings: Settings, helpers: Helpers,
+                   principal: Principal, folder: Path, *, kind: str, filename: str,
+                   expected: str | None, used: int) -> Upload:
+    raw = folder / "incoming.part"
+    room = settings.quota_upload_bytes - used
+    limit = min(settings.max_upload_bytes, room)
+    size, digest = await _stream_to(request, raw, limit, kind)
+    if size == 0:
+        raise ProblemError(422, "empty-upload", "the request body is empty")
+    if expected is not None and expected != digest:
+        raise ProblemError(400, "checksum-mismatch",
+                           f"body SHA-256 is {digest}, the header announced {expected}")
+    if kind == "model":
+        meta = await anyio.to_thread.run_sync(_inspect_weights, raw)
+        raw.rename(folder / WEIGHTS_FILE)
+        fmt, rel, status = "safetensors", folder.name, "awaiting_spec"
+    else:
+        max_extract = int(min(settings.max_extract_bytes, settings.max_extract_ratio * size,
+                              max(room - size, 1)))
+        fmt, rel, meta = await anyio.to_thread.run_sync(
+            lambda: helpers.call(inspect_dataset, raw, folder, max_extract))
+        status = "ready"
+    stored = await anyio.to_thread.run_sync(dir_bytes, folder)
+    check_upload_quota(settings, used, stored)
+    row = Upload(id=folder.name, principal_id=principal.id, kind=kind, status=status,
+                 format=fmt, filename=filename, size=size, sha256=digest, path=rel, meta=meta,
+                 stored_bytes=stored)
+    await anyio.to_thread.run_sync(_insert, db, row)
+    return row
+
+
+def _lock_folder(folder: Path) -> IO[bytes]:
+    fh = (folder / LOCK_FILE).open("wb")
+    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fh
+
+
+def sweep_partial_uploads(db: Database, settings: Settings, min_age_s: float = 2.0) -> list[str]:
+    """Remove upload folders that have no row and no live receiver (a crash mid-upload);
+    returns their names. Run at startup."""
+    base = settings.uploads_dir
+    if not base.is_dir():
+        return []
+    with db.read() as s:
+        known = set(s.scalars(select(Upload.id)))
+    removed: list[str] = []
+    now = time.time()
+    for folder in base.iterdir():
+        if folder.name in known or not folder.is_dir() or folder.is_symlink():
+            continue
+        if now - folder.stat().st_mtime < min_age_s and not (folder / LOCK_FILE).exists():
+            continue                        # just created by a live receiver, not locked yet
+        try:
+            lock = _lock_folder(folder) if (folder / LOCK_FILE).exists() else None
+        except OSError:
+            continue                        # a live receiver holds it
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+        finally:
+            if lock is not None:
+                lock.close()
+    return removed
 
 
 def _insert(db: Database, row: Upload) -> None:
@@ -223,14 +291,20 @@ def inspect_dataset(raw: Path, folder: Path, max_extract: int) -> tuple[str, str
                 raise DatasetError(f"npz needs x_train and y_train arrays (found {keys})")
             target = folder / NPZ_FILE
             raw.rename(target)
-            if detect_format(target) != "npz":  # pragma: no cover - defensive
-                raise DatasetError("not a valid npz archive")
-            return "npz", f"{rel_base}/{NPZ_FILE}", {"arrays": keys}
+            return "npz", f"{rel_base}/{NPZ_FILE}", {"arrays": keys, **_load_fully("npz", target)}
     elif not tarfile.is_tarfile(raw):
         raise ProblemError(415, "unsupported-format", "data sets are accepted as .npz, "
                            "CIFAR python-batch .tar.gz or ImageFolder .zip/.tar.gz",
                            title="Unsupported Media Type")
-    root = extract_archive(raw, folder / "data", max_bytes=max_extract)
+    try:
+        root = extract_archive(raw, folder / "data", max_bytes=max_extract)
+    except DatasetError as exc:
+        if "exceeds the limit" in exc.message:
+            raise ProblemError(413, "extraction-limit", "the archive extracts to more than "
+                               f"{max_extract} bytes (max_extract_bytes, max_extract_ratio x "
+                               "the upload size, or the key's remaining quota_upload_bytes)",
+                               limit="max_extract_ratio", value=max_extract) from None
+        raise
     raw.unlink()
     while True:
         try:
@@ -242,7 +316,20 @@ def inspect_dataset(raw: Path, folder: Path, max_extract: int) -> tuple[str, str
                 root = entries[0]
                 continue
             raise
-    return fmt, root.relative_to(folder.parent).as_posix(), {}
+    meta: dict[str, Any] = {}
+    if fmt in ("cifar10", "cifar100"):
+        meta = _load_fully(fmt, root)   # restricted unpickler: forbidden globals refused now
+    return fmt, root.relative_to(folder.parent).as_posix(), meta
+
+
+def _load_fully(kind: str, path: Path) -> dict[str, Any]:
+    """Read the data set the way the job will (npz: ``allow_pickle=False``; CIFAR: the
+    restricted unpickler), so unsafe or broken content is refused at upload time; returns
+    its ``input_shape`` and ``num_classes``."""
+    from pi_opt.data import DatasetSpec, load_dataset
+
+    bundle = load_dataset(DatasetSpec.model_validate({"kind": kind, "path": str(path)}))
+    return {"input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes}
 
 
 # --------------------------------------------------------------------------- model spec
@@ -322,8 +409,6 @@ def list_uploads(db: Database, principal: Principal, *, limit: int, cursor: str 
 
 
 def delete_upload(db: Database, settings: Settings, principal: Principal, upload_id: str) -> None:
-    from service.jobs import uploads_in_use
-
     with db.write() as s:
         row = _owned(s, principal, upload_id)
         users = uploads_in_use(s, principal.id, upload_id)
@@ -332,18 +417,6 @@ def delete_upload(db: Database, settings: Settings, principal: Principal, upload
                                f"upload {upload_id} is used by active job(s) {users}")
         s.delete(row)
     shutil.rmtree(settings.uploads_dir / upload_id, ignore_errors=True)
-
-
-def upload_refs(session: Session, settings: Settings, principal_id: str, ids: Sequence[str]
-                ) -> dict[str, UploadRef]:
-    """References resolvable by ``principal_id`` (unknown / foreign ids are left out)."""
-    if not ids:
-        return {}
-    rows = session.scalars(select(Upload).where(Upload.id.in_(list(ids)),
-                                                Upload.principal_id == principal_id))
-    return {r.id: UploadRef(id=r.id, kind=r.kind, status=r.status, format=r.format,
-                            path=settings.uploads_dir / r.path, meta=dict(r.meta or {}))
-            for r in rows}
 
 
 def to_public(row: Upload) -> UploadPublic:

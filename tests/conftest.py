@@ -3,81 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from service.process import REPO, Proc, Server, free_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Proc:
-    """A Python subprocess with its output in a log file; stopped with SIGTERM, then SIGKILL."""
-
-    def __init__(self, args: Sequence[str], *, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._fh = log.open("ab")
-        self.popen = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env,
-                                      stdout=self._fh, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
-        # children of the process (job runners) live in its session: end stragglers
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._fh.close()
-
-
-class Server(Proc):
-    """``python -m service serve`` on a free loopback port."""
-
-    def __init__(self, args: Sequence[str], *, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        super().__init__(["-m", "service", "serve", "--host", "127.0.0.1", "--port",
-                          str(self.port), *args], env=env, log=log)
-
-    def wait_healthy(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.output()[-4000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/v1/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server not healthy after {timeout}s:\n{self.output()[-4000:]}")
+__all__ = ["REPO", "Proc", "Server", "free_port", "service_env"]
 
 
 def service_env(data_dir: Path, **overrides: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ class Api:
         self.base = server.base_url
         self.data_dir = data_dir
         self.headers = {"Authorization": f"Bearer {key}"}
-        self.client = httpx.Client(base_url=self.base, headers=self.headers, timeout=60)
+        self.client = httpx.Client(base_url=self.base, headers=self.headers, timeout=240)
 
     def submit(self, spec: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
         return self.client.post("/v1/jobs", json={"spec": spec or tiny_spec()}, **kw)
@@ -61,7 +61,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     _, key_b = create_api_key(db, "bob")
     db.dispose()
     server = Server(["--no-worker"], log=tmp / "server.log",
-                    env=service_env(data_dir, PI_OPT_MAX_UPLOAD_BYTES=str(MAX_UPLOAD)))
+                    env=service_env(data_dir, PI_OPT_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+                                    PI_OPT_QUOTA_ACTIVE_JOBS="1000"))
     try:
         server.wait_healthy()
         yield {"a": Api(server, key_a, data_dir), "b": Api(server, key_b, data_dir),
@@ -94,10 +95,14 @@ def assert_problem(r: httpx.Response, status: int, code: str | None = None) -> d
 # --------------------------------------------------------------------------- basics
 
 
-def test_health_needs_no_key_and_openapi_is_published(env: dict[str, Any]) -> None:
+def test_health_needs_no_key_and_openapi_is_published(env: dict[str, Any], a: Api) -> None:
     base = env["server"].base_url
     r = httpx.get(f"{base}/v1/health")
     assert r.status_code == 200
+    assert r.json() == {"status": "ok"}            # without a key: liveness only
+    r = httpx.get(f"{base}/v1/health", headers={"Authorization": "Bearer pio_wrong"})
+    assert r.json() == {"status": "ok"}
+    r = a.client.get("/v1/health")
     assert r.json()["status"] == "ok" and r.json()["database"] == "sqlite"
     served = httpx.get(f"{base}/v1/openapi.json").json()
     committed = json.loads((REPO / "service" / "openapi.json").read_text())

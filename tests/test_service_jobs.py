@@ -53,7 +53,7 @@ def make_key(data_dir: Path, name: str = "tester") -> str:
 
 
 def client(server: Server, key: str) -> httpx.Client:
-    return httpx.Client(base_url=server.base_url, timeout=60,
+    return httpx.Client(base_url=server.base_url, timeout=240,   # first call: helper warm-up
                         headers={"Authorization": f"Bearer {key}"})
 
 
@@ -292,7 +292,8 @@ def test_sigkill_of_runner_and_worker_resumes_the_study(spawn: Any, tmp_path: Pa
     wait_for(lambda: runner_pid(data_dir, jid)[1] == 2, 30, "attempt 2")
 
     # 2) SIGKILL the worker process once attempt 2 finished a trial: its heartbeat goes
-    #    stale, a new worker re-queues the job (attempt 3) and finishes it
+    #    stale, a new worker re-queues the job and finishes it; a worker crash is not a
+    #    runner failure, so the job stays at attempt 2
     wait_for(lambda: log.trial_of(2), 180, "a trial of attempt 2")
     kept_2 = log.completed_trials(2)
     pid2 = runner_pid(data_dir, jid)[0]
@@ -304,7 +305,7 @@ def test_sigkill_of_runner_and_worker_resumes_the_study(spawn: Any, tmp_path: Pa
     job = wait_for(lambda: (j := c.get(f"/v1/jobs/{jid}").json())["status"] in
                    ("succeeded", "failed", "canceled") and j, 240, "the job to finish")
     assert job["status"] == "succeeded", job
-    assert job["attempt"] == 3
+    assert job["attempt"] == 2
 
     log.poll()
     reasons = [e["data"].get("reason", "") for e in log.events
@@ -314,7 +315,7 @@ def test_sigkill_of_runner_and_worker_resumes_the_study(spawn: Any, tmp_path: Pa
 
     # the study was resumed, not restarted: attempt 2 started from attempt 1's count and
     # numbered its trials after attempt 1's; earlier trials are in the final report, unchanged
-    done = {a: log.completed_trials(a) for a in (1, 2, 3)}
+    done = {a: log.completed_trials(a) for a in (1, 2)}
     search = {e["attempt"]: e["data"] for e in log.events
               if e["type"] == "phase" and e["data"]["phase"] == "search"}
     # (>=: a trial may finish in the journal just before the SIGKILL lost its event)
@@ -324,9 +325,13 @@ def test_sigkill_of_runner_and_worker_resumes_the_study(spawn: Any, tmp_path: Pa
                if e["type"] == "trial_start" and e["attempt"] > 1)
     report = c.get(f"/v1/jobs/{jid}/artifacts/report/pareto.json").json()
     points = {p["trial"]: p for p in report["points"] if p.get("harvested_from") is None}
-    for trial, acc in {**kept_1, **kept_2, **done[1], **done[2], **done[3]}.items():
+    for trial, acc in {**kept_1, **kept_2, **done[1], **done[2]}.items():
         assert trial in points, (trial, sorted(points))
         assert points[trial]["val_accuracy"] == pytest.approx(acc)
     assert len(points) == 4, sorted(points)
-    assert any(e["attempt"] == 3 and e["type"] == "phase" and e["data"]["phase"] == "report"
-               for e in log.events), "attempt 3 wrote the report"
+    assert any(e["attempt"] == 2 and e["type"] == "phase" and e["data"]["phase"] == "report"
+               for e in log.events), "the resumed attempt 2 wrote the report"
+    with sqlite3.connect(data_dir / "pi-opt.db") as conn:
+        recoveries, artifact_bytes = conn.execute(
+            "SELECT recoveries, artifact_bytes FROM jobs WHERE id = ?", (jid,)).fetchone()
+    assert recoveries == 1 and artifact_bytes > 0

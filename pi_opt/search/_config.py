@@ -124,6 +124,11 @@ class SearchConfig(BaseModel):
             raise ValueError("at least one budget is required")
         if any(b <= 0 for b in v):
             raise ValueError("budgets must be positive (fractions <= 1 or absolute counts)")
+        if not all(math.isfinite(b) for b in v):
+            raise ValueError("budgets must be finite numbers")
+        if any(b > 1 and b != int(b) for b in v):
+            raise ValueError("budgets above 1 are absolute ReLU counts and must be integers "
+                             f"(got {[b for b in v if b > 1 and b != int(b)]})")
         return sorted(set(v))
 
     @model_validator(mode="after")

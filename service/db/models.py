@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -61,6 +62,7 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Job(Base):
@@ -88,6 +90,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    recoveries: Mapped[int] = mapped_column(Integer, default=0)   # server crashes survived
+    artifact_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class JobEvent(Base):
@@ -117,6 +121,7 @@ class Upload(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(Text)                    # relative to the uploads dir
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)   # on disk (extracted)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

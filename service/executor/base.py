@@ -22,7 +22,29 @@ from service.db import Job
 
 
 def worker_name() -> str:
+    """``host:pid:random`` (the pid lets a restarted server on the same host tell that the
+    previous one is gone)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def worker_is_dead(worker: str | None, host: str) -> bool:
+    """True when ``worker`` (from ``worker_name``) ran on ``host`` and its process is gone.
+
+    A live pid may belong to an unrelated process after pid reuse; such a job is left to
+    the heartbeat sweep.
+    """
+    if worker is None:
+        return True
+    parts = worker.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class Executor:

@@ -11,6 +11,8 @@ in the job directory), so finished trials are kept.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,12 +21,15 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from service.db import Database, Job, utcnow
-from service.executor.base import Attempt, Executor, worker_name
-from service.jobs import record_events, requeue_or_fail, transition
+from service.db import TERMINAL, Database, Job, utcnow
+from service.executor.base import Attempt, Executor, worker_is_dead, worker_name
+from service.jobs import recover_job, record_events, requeue_or_fail, transition
+from service.problems import ProblemError
+from service.usage import dir_bytes
 from service.settings import Settings
 
 log = logging.getLogger("service.executor")
+DEADLINE_GRACE_S = 60.0   # the runner stops its search itself at the deadline; then SIGTERM
 
 
 def runner_payload(settings: Settings, job: Job, *, mode: str, worker: str,
@@ -34,14 +39,24 @@ def runner_payload(settings: Settings, job: Job, *, mode: str, worker: str,
             "principal_id": job.principal_id, "workdir": str(settings.job_dir(job.id)),
             "storage": storage, "database_url": settings.url,
             "uploads_dir": str(settings.uploads_dir), "worker": worker,
-            "log_level": settings.log_level}
+            "log_level": settings.log_level, "parent_pid": os.getpid(),
+            "nice": settings.runner_nice,
+            "deadline": job_deadline(settings, job)}
+
+
+def job_deadline(settings: Settings, job: Job) -> float:
+    """Epoch seconds at which the job's time per job (``max_job_seconds``) is used up."""
+    started = job.started_at or utcnow()
+    return started.timestamp() + settings.max_job_seconds
 
 
 @dataclass
 class _Running:
     attempt: Attempt
     job_id: str
+    deadline: float                     # epoch seconds: time per job used up (+ grace)
     last_beat: float = field(default_factory=time.monotonic)
+    timed_out: bool = False
 
 
 class Supervisor:
@@ -59,6 +74,10 @@ class Supervisor:
 
     def run(self) -> None:
         log.info("supervisor %s started", self.name)
+        try:
+            self.recover_orphans()
+        except Exception:  # noqa: BLE001 - the heartbeat sweep recovers them later
+            log.exception("startup recovery failed")
         while not self.stopping.is_set():
             try:
                 self.step()
@@ -110,7 +129,8 @@ class Supervisor:
             job = s.get(Job, payload["job_id"])
             if job is not None:
                 job.runner_pid = attempt.pid
-        self.running[payload["job_id"]] = _Running(attempt, payload["job_id"])
+        self.running[payload["job_id"]] = _Running(attempt, payload["job_id"],
+                                                   payload["deadline"] + DEADLINE_GRACE_S)
         log.info("job %s attempt %s: runner pid %s", payload["job_id"], payload["attempt"],
                  attempt.pid)
         return True
@@ -118,6 +138,10 @@ class Supervisor:
     def pump(self, run: _Running) -> None:
         """Relay events, heartbeat, honour cancel, settle a finished runner."""
         att = run.attempt
+        if not run.timed_out and time.time() > run.deadline:
+            log.warning("job %s: past its time per job; stopping it", run.job_id)
+            run.timed_out = True
+            att.request_stop()
         att.escalate(self.settings.cancel_grace_s, self.settings.kill_grace_s)
         events = att.drain()
         finished = not att.alive()
@@ -145,12 +169,13 @@ class Supervisor:
                 if job.status == "cancelling":
                     att.request_stop()
                 if finished:
-                    self._settle(s, job, att)
+                    self._settle(s, job, run)
         if finished:
             att.close()
             self.running.pop(run.job_id, None)
 
-    def _settle(self, s: Any, job: Job, att: Attempt) -> None:
+    def _settle(self, s: Any, job: Job, run: _Running) -> None:
+        att = run.attempt
         res = att.result or {}
         status = res.get("status")
         job.updated_at = utcnow()
@@ -164,12 +189,19 @@ class Supervisor:
             transition(s, job, "failed")
         elif status == "canceled" and job.status == "cancelling":
             transition(s, job, "canceled")
+        elif status == "canceled" and run.timed_out:
+            job.error = ProblemError(
+                422, "time-limit-exceeded", "the job ran past the server's time per job "
+                f"(max_job_seconds = {self.settings.max_job_seconds:g})",
+                title="Job Failed").to_problem()
+            transition(s, job, "failed")
         elif status == "canceled":
-            job.attempt += 1
-            job.worker = None
-            transition(s, job, "queued", reason="worker shut down; the job resumes")
+            recover_job(s, job, "worker shut down; the job resumes", crash=False,
+                        max_recoveries=self.settings.max_recoveries)
         else:
             requeue_or_fail(s, job, f"runner exited with code {att.process.exitcode}")
+        if job.status in TERMINAL:
+            job.artifact_bytes = dir_bytes(self.settings.job_dir(job.id))
 
     def sweep_stale(self) -> None:
         """Re-queue jobs whose worker stopped heartbeating (crashed or killed)."""
@@ -183,7 +215,26 @@ class Supervisor:
                 if job.id in self.running and job.worker == self.name:
                     continue
                 log.warning("job %s: worker %s went silent; recovering", job.id, job.worker)
-                requeue_or_fail(s, job, f"worker {job.worker} stopped heartbeating")
+                recover_job(s, job, f"worker {job.worker} stopped heartbeating",
+                            max_recoveries=self.settings.max_recoveries)
+
+    def recover_orphans(self) -> int:
+        """At startup: re-queue at once the jobs whose worker was a process of this host
+        that no longer exists (a crashed server); returns how many. Others wait for the
+        heartbeat sweep."""
+        host = socket.gethostname()
+        n = 0
+        with self.db.write() as s:
+            rows = s.scalars(select(Job).where(Job.status.in_(("running", "cancelling")),
+                                               Job.executor == "local").with_for_update())
+            for job in rows:
+                if not worker_is_dead(job.worker, host):
+                    continue
+                log.warning("job %s: its server %s is gone; re-queued", job.id, job.worker)
+                recover_job(s, job, f"server {job.worker} crashed; the job resumes",
+                            max_recoveries=self.settings.max_recoveries)
+                n += 1
+        return n
 
     def _shutdown(self) -> None:
         """Ask runners to stop; their jobs are re-queued for the next worker."""
@@ -200,9 +251,8 @@ class Supervisor:
             with self.db.write() as s:
                 job = s.get(Job, job_id)
                 if job is not None and job.worker == self.name and job.status == "running":
-                    job.attempt += 1
-                    job.worker = None
-                    transition(s, job, "queued", reason="worker shut down; the job resumes")
+                    recover_job(s, job, "worker shut down; the job resumes", crash=False,
+                                max_recoveries=self.settings.max_recoveries)
         self.running.clear()
         log.info("supervisor %s stopped", self.name)
 

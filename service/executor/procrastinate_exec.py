@@ -116,7 +116,8 @@ def _running_tasks(session: Session, job_id: str) -> int:
 
 def _retry(session: Session, app: Any, job: Job, row: JobTask, reason: str, *,
            counts: bool = True) -> None:
-    """Re-queue ``row`` as the job's next attempt, or fail the job after max_attempts."""
+    """Re-queue ``row``; ``counts`` (a runner failure, not a worker crash) makes it the job's
+    next attempt, or fails the job after max_attempts."""
     if counts and job.attempt >= job.max_attempts:
         row.state = "failed"
         job.error = ProblemError(500, "attempts-exhausted",
@@ -124,7 +125,8 @@ def _retry(session: Session, app: Any, job: Job, row: JobTask, reason: str, *,
                                  title="Job Failed").to_problem()
         transition(session, job, "failed", reason=reason)
         return
-    job.attempt += 1
+    if counts:
+        job.attempt += 1
     row.worker = None
     defer_row(session, app, row)
     record_events(session, job, [{"type": "requeued", "task": row.kind, "shard": row.shard,
@@ -181,10 +183,7 @@ class TaskRunner:
                     transition(s, job, "canceled")
                 return None
             if row.state == "running":            # its worker died: take over
-                if job.attempt >= job.max_attempts:
-                    _retry(s, self.app, job, row, f"worker {row.worker} died")
-                    return None
-                job.attempt += 1
+                # (a worker crash is not an attempt: only runner failures are)
                 record_events(s, job, [{"type": "requeued", "task": row.kind,
                                         "shard": row.shard, "attempt": job.attempt,
                                         "reason": f"worker {row.worker} died"}])
@@ -322,7 +321,8 @@ class Reconciler:
                 if job.status in TERMINAL or job.status == "cancelling":
                     row.state = "canceled"
                 else:
-                    _retry(s, self.sync_app, job, row, f"task on {row.worker} went silent")
+                    _retry(s, self.sync_app, job, row, f"task on {row.worker} went silent",
+                           counts=False)
             for job in s.scalars(select(Job).where(Job.status == "cancelling",
                                                    Job.executor == "procrastinate")
                                  .with_for_update(skip_locked=True)):

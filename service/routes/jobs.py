@@ -22,16 +22,19 @@ from service.schemas import JobCreate, JobPublic, JobsPage, JobStatus
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 RETRY_AFTER_S = "5"
+MAX_EVENT_ID = 2**31 - 1     # event ids are 32-bit integers (PostgreSQL INTEGER)
 
 
 @router.post("", status_code=202, responses={400: PROBLEM, 401: PROBLEM, 409: PROBLEM,
-                                              422: PROBLEM})
+                                              422: PROBLEM, 429: PROBLEM, 503: PROBLEM})
 def submit_job(
     body: JobCreate, response: Response, db: DbDep, settings: SettingsDep,
     executor: ExecutorDep, helpers: HelpersDep, principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JobPublic:
-    """Validate the spec fully and enqueue the job (202 + ``Location``).
+    """Validate the spec fully (schema, server limits, plan) and enqueue the job
+    (202 + ``Location``). 429 + ``Retry-After`` when the key has ``quota_active_jobs``
+    active jobs; 422 when its artifacts fill ``quota_artifact_bytes``.
 
     With ``Idempotency-Key``: the same key and body replay the original answer
     (``Idempotent-Replayed: true``); the same key with another body is a 422.
@@ -94,8 +97,12 @@ def delete_job(job_id: str, db: DbDep, settings: SettingsDep, executor: Executor
 async def job_events(
     job_id: str, request: Request, db: DbDep, settings: SettingsDep, principal: PrincipalDep,
     format: Literal["sse", "ndjson"] = "sse",
-    after: Annotated[int | None, Query(ge=0)] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[int | None, Query(
+        description="replay events with an id above this one",
+        json_schema_extra={"minimum": 0, "maximum": MAX_EVENT_ID})] = None,
+    last_event_id: Annotated[str | None, Header(
+        alias="Last-Event-ID", description="SSE reconnection: an event id (as `after`)",
+        json_schema_extra={"pattern": "^[0-9]{1,10}$"})] = None,
 ) -> Response:
     """Progress events, replayed from ``Last-Event-ID`` (or ``after``).
 
@@ -103,12 +110,8 @@ async def job_events(
     ``status`` event. ``format=ndjson`` answers the events after ``after`` at once (poll
     fallback; ``X-Job-Status`` tells whether to poll again).
     """
+    start = event_cursor(after, last_event_id)
     await anyio.to_thread.run_sync(jobs.get_job, db, principal, job_id)
-    start = after or 0
-    if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise ProblemError(400, "invalid-last-event-id", "Last-Event-ID must be an integer")
-        start = int(last_event_id)
     if format == "ndjson":
         events, status = await anyio.to_thread.run_sync(jobs.events_after, db, job_id, start)
         body = "".join(e.model_dump_json() + "\n" for e in events)
@@ -118,6 +121,22 @@ async def job_events(
                   settings.poll_interval_s)
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def event_cursor(after: int | None, last_event_id: str | None) -> int:
+    """The event id to replay after; 400 when ``after`` / ``Last-Event-ID`` is not an
+    integer in ``0..MAX_EVENT_ID`` (checked before any stream starts)."""
+    start = after or 0
+    if after is not None and not 0 <= after <= MAX_EVENT_ID:
+        raise ProblemError(400, "invalid-event-id",
+                           f"after must be an integer in 0..{MAX_EVENT_ID}")
+    if last_event_id is not None:
+        value = last_event_id.strip()
+        if not value.isdigit() or len(value) > 10 or int(value) > MAX_EVENT_ID:
+            raise ProblemError(400, "invalid-event-id",
+                               f"Last-Event-ID must be an integer in 0..{MAX_EVENT_ID}")
+        start = int(value)
+    return start
 
 
 async def _sse(db: Database, job_id: str, after: int, request: Request, keepalive_s: float,

@@ -20,7 +20,8 @@ _RAW_BODY = {"requestBody": {"required": True, "content": {
 
 
 @router.post("", status_code=201, openapi_extra=_RAW_BODY,
-             responses={400: PROBLEM, 401: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM})
+             responses={400: PROBLEM, 401: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM,
+                        503: PROBLEM})
 async def create_upload(
     request: Request, response: Response, db: DbDep, settings: SettingsDep,
     helpers: HelpersDep, principal: PrincipalDep, kind: Literal["dataset", "model"],
@@ -32,7 +33,10 @@ async def create_upload(
     ``kind=dataset``: ``.npz``, CIFAR python-batch ``.tar.gz`` or ImageFolder
     ``.zip``/``.tar.gz``. ``kind=model``: safetensors weights; then
     ``PUT /v1/uploads/{id}/spec`` with the architecture spec.
-    Pickle / ``torch.save`` files are refused (415 ``unsafe-format``).
+    Pickle / ``torch.save`` files, ``.npz`` object arrays and CIFAR pickles with globals
+    other than numpy's array reconstruction are refused (415 ``unsafe-format``). 413 past
+    ``max_upload_bytes``, the key's ``quota_upload_bytes`` or the extraction limits
+    (``max_extract_bytes``, ``max_extract_ratio``).
     """
     row = await uploads.receive_upload(request, db, settings, helpers, principal, kind=kind,
                                        filename=filename)
@@ -41,7 +45,7 @@ async def create_upload(
 
 
 @router.put("/{upload_id}/spec", responses={401: PROBLEM, 404: PROBLEM, 409: PROBLEM,
-                                            422: PROBLEM})
+                                            422: PROBLEM, 503: PROBLEM})
 async def put_model_spec(upload_id: str, spec: Annotated[dict[str, Any], Body()], db: DbDep,
                          settings: SettingsDep, helpers: HelpersDep,
                          principal: PrincipalDep) -> UploadPublic:
