@@ -87,6 +87,9 @@ def resolve_network(value: Any) -> NetworkProfile:
                               f"{sorted(PROFILES)} or {{rtt_ms: ..., bandwidth_mbps: ...}}",
                               network=value) from None
     if isinstance(value, dict):
+        named = PROFILES.get(str(value.get("name", "")))
+        if named is not None and value == named.model_dump():
+            return named  # a named profile dumped by model_dump() reloads as itself
         rtt, bw = value.get("rtt_ms"), value.get("bandwidth_mbps")
         for key, v in (("rtt_ms", rtt), ("bandwidth_mbps", bw)):
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) \

@@ -229,6 +229,17 @@ def test_network_profiles_and_config_errors() -> None:
         SearchConfig.model_validate({**TINY, "objective": "speed"})
 
 
+def test_search_config_with_network_survives_a_json_round_trip() -> None:
+    """A dumped config (what the service stores and a resumed job reloads) validates again."""
+    for network in ("loopback", "lan", "wan", {"rtt_ms": 3, "bandwidth_mbps": 10}):
+        cfg = SearchConfig.model_validate({**TINY, "network": network})
+        again = SearchConfig.model_validate(json.loads(cfg.model_dump_json()))
+        assert again.network == cfg.network
+    with pytest.raises(ValueError, match="rtt_ms must be"):  # a doctored name is not a bypass
+        SearchConfig.model_validate({**TINY, "network": {"name": "loopback", "rtt_ms": 0,
+                                                         "bandwidth_mbps": 5}})
+
+
 def test_latency_budget_below_floor_is_a_config_error(tmp_path: Path) -> None:
     cfg = SearchConfig.model_validate({**TINY, "techniques": ["deepreduce"], "budgets": [0.3],
                                        "objective": "latency", "network": "wan",
