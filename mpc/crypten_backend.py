@@ -140,7 +140,7 @@ class CryptenBackend:
                                          _timed_input(x, cfg.batch_size, shape)))
             server_jobs.append(ModelJob(pickle.dumps(plan), int(x.shape[0]), None, None))
             plans.append(plan)
-        common = dict(weights=cfg.weights, device=device, repeats=cfg.repeats,
+        common: dict[str, Any] = dict(weights=cfg.weights, device=device, repeats=cfg.repeats,
                       warmup=cfg.warmup, batch_size=cfg.batch_size)
         out = run_parties(party_main, [Job(client_jobs, **common), Job(server_jobs, **common)],
                           provider=cfg.provider, device=device, threads=cfg.threads,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import statistics
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -71,7 +72,7 @@ def run_demo(artifact_dir: str | Path, image: Tensor, *,
         ref = art.model(x[None]).double()[0]
     public = plan.public_view() if cfg.weights == "private" else plan
     device = resolve_device(cfg.device)
-    common = dict(weights=cfg.weights, device=device, repeats=1, warmup=cfg.warmup,
+    common: dict[str, Any] = dict(weights=cfg.weights, device=device, repeats=1, warmup=cfg.warmup,
                   batch_size=1)
     client = Job([ModelJob(pickle.dumps(public), 0, None, x[None].contiguous())], **common)
     server = Job([ModelJob(pickle.dumps(plan), 0, None, None)], **common)

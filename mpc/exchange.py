@@ -234,8 +234,8 @@ def install() -> None:
     if getattr(DistributedCommunicator, "_pi_opt_exchange", False):
         return
     logged_all_reduce = DistributedCommunicator.all_reduce
-    original = logged_all_reduce.__wrapped__  # type: ignore[attr-defined]
-    original_reduce = DistributedCommunicator.reduce.__wrapped__  # type: ignore[attr-defined]
+    original = logged_all_reduce.__wrapped__
+    original_reduce = DistributedCommunicator.reduce.__wrapped__
 
     def inner_all_reduce(self, input, op=dist.ReduceOp.SUM, batched=False):  # noqa: A002
         tensors = list(input) if batched else [input]
