@@ -280,12 +280,12 @@ class SNL(Technique):
         def on_step(model: nn.Module, step: int) -> None:
             state["step"] = step
             if step > 0 and step % cfg.count_every_steps == 0:
-                harvest(step, state["epoch"] + 1)  # after `step` steps, inside epoch + 1
+                harvest(step, int(state["epoch"]) + 1)  # after `step` steps, inside epoch + 1
 
         def on_epoch_end(model: nn.Module, epoch: int, val_acc: float) -> bool:
             state["epoch"] = epoch
             state["step"] += 1
-            live = harvest(state["step"], epoch)
+            live = harvest(int(state["step"]), epoch)
             lam = state["lam"]
             if live < state["best"]:
                 state["best"] = live
@@ -317,7 +317,8 @@ class SNL(Technique):
             for h in handles:
                 h.remove()
         st, cs = state_snapshot(work, list(coeffs))
-        final = _Snapshot(-1, st, cs, state["epoch"], state["step"], live_count(), state["lam"])
+        final = _Snapshot(-1, st, cs, int(state["epoch"]), int(state["step"]), live_count(),
+                          state["lam"])
         return snaps, final, {"epochs": epochs_run, "mask_lr": mask_lr,
                               "bound_hit": bool(pending) and epochs_run >= cfg.max_search_epochs}
 
