@@ -55,6 +55,10 @@ class ModelSpec(BaseModel):
     std: tuple[float, ...] | None = None
 
     def build(self) -> nn.Module:
+        """A fresh (untrained, all-ReLU) model of this architecture, channels and classes.
+
+        Raises UnknownNameError for an unknown architecture name.
+        """
         kwargs = dict(self.arch.kwargs)
         kwargs.setdefault("in_channels", self.input_shape[0])
         kwargs.setdefault("num_classes", self.num_classes)
@@ -62,6 +66,10 @@ class ModelSpec(BaseModel):
 
 
 class SiteRecipe(BaseModel):
+    """Layout of one activation site: input ``shape`` ``(C, H, W)``, mask granularity, and
+    whether it carries polynomial coefficients.
+    """
+
     model_config = ConfigDict(extra="forbid")
     shape: tuple[int, int, int]
     granularity: Literal["element", "channel"] = "element"
@@ -77,6 +85,10 @@ class Recipe(BaseModel):
 
 
 class ArtifactManifest(BaseModel):
+    """``manifest.json`` of a saved model: spec, recipe, profile, metrics and the SHA-256
+    (hex) of the weights file.
+    """
+
     model_config = ConfigDict(extra="forbid")
     format: Literal["pi-opt-model"] = FORMAT
     schema_version: Literal[1] = 1
@@ -89,6 +101,8 @@ class ArtifactManifest(BaseModel):
 
 @dataclass
 class Artifact:
+    """A loaded model (eval mode, sites restored) with its manifest."""
+
     model: nn.Module
     manifest: ArtifactManifest
 
@@ -179,6 +193,10 @@ def build_plain_model(spec: ModelSpec, weights: str | Path | None = None) -> nn.
 
 
 def recipe_of(model: nn.Module, history: list[dict[str, Any]] | None = None) -> Recipe:
+    """The per-site layout of a prepared model plus ``history``.
+
+    Raises ModelFormatError when a site has no recorded input shape (no forward pass yet).
+    """
     sites = {}
     for name, site in iter_sites(model):
         if site.input_shape is None:
@@ -223,6 +241,10 @@ def save_artifact(
 
 
 def read_manifest(path: str | Path) -> ArtifactManifest:
+    """Read and validate the manifest of an artifact folder (or of a manifest file).
+
+    Raises ModelFormatError when the file is missing or invalid.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST

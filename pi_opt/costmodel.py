@@ -105,6 +105,9 @@ def circa_bytes(n: int, l: int) -> float:
 
 
 def circa_cost(n: int, l: int) -> Cost:
+    """Rounds and bytes per party of Circa's truncated-sign ReLU on ``n`` elements keeping
+    ``l`` bits (zero cost for 0 elements).
+    """
     return Cost(rounds=circa_rounds(l), bytes=circa_bytes(n, l)) if n else Cost()
 
 
@@ -162,6 +165,9 @@ def site_cost(site: SiteProfile, batch_size: int = 1) -> Cost:
 
 def layer_cost(layer: LayerProfile, batch_size: int = 1, *,
                weights: WeightsMode = "private") -> Cost:
+    """Rounds and bytes per party of one profiled layer for ``batch_size`` samples: a Beaver
+    product for linear layers, max-pool comparisons, else an exact ReLU per output element.
+    """
     b = batch_size
     if layer.kind == "linear":
         return beaver_cost(layer.input_elements * b, layer.weight_elements, weights=weights)
@@ -242,12 +248,17 @@ class LatencyModel(BaseModel):
 
     # ---- persistence ---------------------------------------------------------------
     def save(self, path: str | Path) -> None:
+        """Write the model as indented JSON to ``path`` (parent folders created)."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyModel:
+        """Read a model written by :meth:`save`.
+
+        Raises OSError when the file cannot be read, ValidationError when it is invalid.
+        """
         return cls.model_validate_json(Path(path).read_text())
 
 
