@@ -57,7 +57,7 @@ class ModelSpec(BaseModel):
     def build(self) -> nn.Module:
         """A fresh (untrained, all-ReLU) model of this architecture, channels and classes.
 
-        Raises UnknownNameError for an unknown architecture name.
+        Raises UnknownNameError / ConfigError for an unknown architecture or bad options.
         """
         kwargs = dict(self.arch.kwargs)
         kwargs.setdefault("in_channels", self.input_shape[0])

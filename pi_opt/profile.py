@@ -46,6 +46,7 @@ class SiteProfile(BaseModel):
 
     @property
     def kept(self) -> int:
+        """Elements still paying for a comparison: exact ReLU plus Circa."""
         return self.relu + self.circa
 
 

@@ -33,6 +33,9 @@ def make_storage(storage: str | None, workdir: Path) -> optuna.storages.BaseStor
 
 
 def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named by ``config.sampler`` (NSGA-II, random, else multivariate
+    TPE), seeded with ``config.seed``.
+    """
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=config.seed)
     if config.sampler == "random":

@@ -57,7 +57,9 @@ class Batches(Protocol):
     n: int
 
     def epoch(self, gens: Generators, augment: AugmentFn | None) -> Iterator[
-            tuple[Tensor, Tensor]]: ...
+            tuple[Tensor, Tensor]]:
+        """One shuffled pass: ``(x [B, C, H, W] float, y [B] int64)`` on the training device."""
+        ...
 
 
 def is_streaming(data: Any) -> bool:

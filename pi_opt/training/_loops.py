@@ -54,6 +54,9 @@ class TrainHooks:
 
 @dataclass
 class EvalResult:
+    """One evaluation: accuracy (fraction), mean loss per sample, per-class accuracy
+    (fractions, NaN for a class with no samples) and ``n`` samples counted."""
+
     accuracy: float
     loss: float
     per_class: list[float]
@@ -62,6 +65,10 @@ class EvalResult:
 
 @dataclass
 class TrainResult:
+    """One training run: best val accuracy (fraction), epochs run, wall seconds, and
+    per-epoch history.
+    """
+
     best_val_accuracy: float
     epochs_run: int
     seconds: float

@@ -44,6 +44,9 @@ class Stepper:
         self.params = [p for g in opt.param_groups for p in g["params"]]
 
     def step(self, x: Tensor, y: Tensor, loss_sum: Tensor, hits: Tensor) -> None:
+        """One optimizer step on ``x`` ``[B, C, H, W]`` / ``y`` ``[B]``; adds the batch's summed
+        loss and correct count to the device scalars ``loss_sum`` and ``hits``.
+        """
         if self.compiled and tuple(x.shape) not in self.shapes:
             self.shapes.add(tuple(x.shape))
             buffers = {k: v.clone() for k, v in self.model.named_buffers()}
