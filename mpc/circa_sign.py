@@ -106,7 +106,7 @@ def pack_bits(bits: Tensor) -> Tensor:
 
 
 def unpack_bits(words: Tensor, n: int) -> Tensor:
-    """Inverse of :func:`pack_bits`: the first ``n`` bits of int64 ``words``, ``[n]`` values in {0, 1}."""
+    """Inverse of :func:`pack_bits`: the first ``n`` bits of ``words``, ``[n]`` values in {0, 1}."""
     shifts = torch.arange(64, dtype=torch.int64, device=words.device)
     return ((words.view(-1, 1) >> shifts) & 1).reshape(-1)[:n]
 

@@ -55,7 +55,7 @@ def _write(obj: dict[str, Any], path: str | None) -> None:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    """`pi-opt mpc measure`: measure one artifact in 2 parties and write JSON (stdout or ``--json``).
+    """``pi-opt mpc measure``: measure one artifact in 2 parties, write JSON (stdout or ``--json``).
 
         Latency in seconds, rounds and bytes per timed inference of ``batch_size`` images, plaintext
         agreement on ``--samples`` inputs (dataset images when a dataset is given, else N(0, 1)).
@@ -82,7 +82,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """`pi-opt mpc demo`: encrypted inference of one image (``--index``) and write JSON.
+    """``pi-opt mpc demo``: encrypted inference of one image (``--index``) and write JSON.
 
         The JSON holds the image index, its label and the :class:`~mpc.results.DemoResult`.
         Returns the exit code 0.
