@@ -126,7 +126,7 @@ class Op:
 
     @property
     def category(self) -> Category:
-        """``nonlinear`` (relu, mixed, max_pool), ``linear`` (conv, linear, pools, +, *), or ``shape``."""
+        """``nonlinear`` (relu, mixed, max_pool), ``linear`` (conv, pools, +, ...) or ``shape``."""
         if self.kind in _NONLINEAR:
             return "nonlinear"
         if self.kind in _LINEAR:
