@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 # Add a package (a top-level folder of the repository) here once its docstrings are complete.
-PACKAGES: tuple[str, ...] = ("pi_opt", "pi_opt_cli")
+PACKAGES: tuple[str, ...] = ("pi_opt", "pi_opt_cli", "mpc", "service")
 
 ROOT = Path(__file__).resolve().parents[1]
 
