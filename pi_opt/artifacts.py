@@ -184,7 +184,11 @@ def check_input_shape(model: nn.Module, spec: ModelSpec) -> None:
 
 
 def build_plain_model(spec: ModelSpec, weights: str | Path | None = None) -> nn.Module:
-    """Bring-your-own model: build ``spec`` and (optionally) load plain safetensors weights."""
+    """Bring-your-own model: build ``spec`` and (optionally) load plain safetensors weights.
+
+    Raises ModelFormatError for unreadable or mismatched weights, ShapeMismatchError when
+    one sample of ``spec.input_shape`` does not run through the model.
+    """
     model = spec.build()
     if weights is not None:
         load_state_strict(model, read_safetensors(weights))
@@ -214,7 +218,12 @@ def save_artifact(
     history: list[dict[str, Any]] | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> ArtifactManifest:
-    """Write ``model.json`` + ``weights.safetensors`` atomically into ``directory``."""
+    """Write ``model.json`` + ``weights.safetensors`` atomically into ``directory``.
+
+    ``model`` is a prepared model that has seen one forward pass (site shapes known);
+    unmaterialized sites are materialized in place. The manifest's profile counts are per
+    sample at ``spec.input_shape``. Raises ModelFormatError when a site shape is unknown.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for _, site in iter_sites(model):
@@ -257,7 +266,13 @@ def read_manifest(path: str | Path) -> ArtifactManifest:
 
 
 def load_artifact(directory: str | Path, *, verify_hash: bool = True) -> Artifact:
-    """Rebuild a saved artifact exactly (eval mode)."""
+    """Rebuild a saved artifact exactly (eval mode): architecture, site kinds, weights.
+
+    ``directory`` holds ``model.json`` and ``weights.safetensors``; with ``verify_hash``
+    the weights' SHA-256 must match the manifest. Raises ModelFormatError for a missing or
+    invalid manifest, a checksum mismatch, sites that do not match the architecture or
+    missing / unexpected / mis-shaped weights (UnsafeFormatError for a pickle).
+    """
     directory = Path(directory)
     manifest = read_manifest(directory)
     weights = directory / WEIGHTS

@@ -257,7 +257,8 @@ def create_technique(name: str, **config: Any) -> Technique:
 
 
 def baseline_candidate(ctx: TechniqueContext) -> Candidate:
-    """A fresh copy of the teacher as the starting point of a chain."""
+    """A deep copy of the teacher (and of the job's spec), empty history, NaN val accuracy:
+    the starting point of a chain."""
     return Candidate(model=copy.deepcopy(ctx.teacher), spec=ctx.spec.model_copy(deep=True),
                      history=[], val_accuracy=float("nan"))
 

@@ -85,8 +85,10 @@ def evaluate(
 ) -> EvalResult:
     """Top-1 accuracy, mean CE loss and per-class accuracy (eval mode).
 
-    ``data`` is a ``TensorDataset`` or a streaming image data set; counts are accumulated
-    on the device and read once at the end.
+    ``data`` is a ``TensorDataset`` (``x`` ``[N, C, H, W]``, ``y`` ``[N]`` int64) or a
+    streaming image data set, evaluated in batches of ``batch_size`` samples; counts are
+    accumulated on the device and read once at the end. The model's train/eval mode is
+    restored afterwards; it is left on the evaluation device.
     """
     dev = resolve_device(device)
     k = num_classes or _num_classes(data)

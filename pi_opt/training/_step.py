@@ -15,7 +15,10 @@ from pi_opt.training._precision import PrecisionPlan, maybe_compile
 
 
 def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    """Hinton distillation: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, batch mean (fp32)."""
+    """Hinton distillation: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, batch mean (fp32).
+
+    ``student`` and ``teacher`` are logits ``[B, K]``; returns a scalar tensor.
+    """
     t = temperature
     return F.kl_div(
         F.log_softmax(student.float() / t, dim=1), F.softmax(teacher.float() / t, dim=1),
