@@ -73,7 +73,8 @@ _LTZ_ROUNDS, _EQ_ROUNDS = 8, 7
 
 
 class Cost(BaseModel):
-    """Communication of one layer for a batch: ``rounds`` and ``bytes`` sent per party."""
+    """Communication of one layer for a batch: ``rounds`` (sequential message exchanges)
+    and ``bytes`` sent per party; ``+`` adds both (layers run one after another)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     rounds: int = 0
@@ -84,12 +85,13 @@ class Cost(BaseModel):
 
 
 def relu_cost(n: int) -> Cost:
-    """CrypTen's exact ReLU on ``n`` elements (0 elements: nothing)."""
+    """CrypTen's exact ReLU on ``n`` elements (all elements of a batch: per-sample count x
+    batch size): :data:`RELU_ROUNDS` rounds, a fixed number of 8-byte words per element."""
     return Cost(rounds=RELU_ROUNDS, bytes=_RELU_WORDS * _WORD * n) if n else Cost()
 
 
 def square_cost(n: int) -> Cost:
-    """Secure squares of ``n`` elements (one opening each)."""
+    """Secure squares of ``n`` elements: 1 round, one 8-byte word opened per element."""
     return Cost(rounds=1, bytes=_WORD * n) if n else Cost()
 
 
@@ -157,7 +159,8 @@ def reveal_cost(n: int) -> Cost:
 
 
 def site_cost(site: SiteProfile, batch_size: int = 1) -> Cost:
-    """A ReLU site: exact ReLU, squares and Circa positions in shared rounds."""
+    """One site for ``batch_size`` samples: its exact-ReLU, polynomial-square and Circa
+    elements run in parallel (rounds = the slowest part's, bytes per party summed)."""
     parts = [relu_cost(site.relu * batch_size), square_cost(site.poly_mults * batch_size),
              circa_cost(site.circa * batch_size, site.circa_l or 64)]
     return Cost(rounds=max(p.rounds for p in parts), bytes=sum(p.bytes for p in parts))
@@ -263,7 +266,8 @@ class LatencyModel(BaseModel):
 
 
 def estimate_rounds(profile: ModelProfile) -> int:
-    """Rounds of the ReLU sites of a profile (shared rounds within a site)."""
+    """Rounds of all ReLU sites of a profile, sites in sequence (rounds within a site are
+    shared); independent of the batch size."""
     return sum(site_cost(s).rounds for s in profile.sites)
 
 
