@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     @property
     def url(self) -> str:
-        """The database URL (set by validation when not configured)."""
+        """The database URL (default: the SQLite file ``data_dir/pi-opt.db``)."""
         assert self.database_url is not None
         return self.database_url
 
