@@ -66,7 +66,7 @@ class ProblemError(Exception):
                    **{k: v for k, v in problem.items() if k not in base})
 
     def to_problem(self, instance: str | None = None) -> dict[str, Any]:
-        """RFC 9457 problem+json body (type, title, status, code, detail, extras), paths scrubbed."""
+        """RFC 9457 problem+json body (type, title, status, code, detail, ...), paths scrubbed."""
         body: dict[str, Any] = {"type": f"urn:pi-opt:problem:{self.code}", "title": self.title,
                                 "status": self.status, "code": self.code}
         if self.detail:
