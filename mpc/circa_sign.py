@@ -43,6 +43,7 @@ def _to_int64(v: int) -> int:
 
 
 def lanes_per_word(l: int) -> int:
+    """Number of ``l``-bit lanes packed into one 64-bit word (``64 // l``)."""
     return 64 // l
 
 
@@ -105,6 +106,7 @@ def pack_bits(bits: Tensor) -> Tensor:
 
 
 def unpack_bits(words: Tensor, n: int) -> Tensor:
+    """Inverse of :func:`pack_bits`: the first ``n`` bits of ``words``, ``[n]`` values in {0, 1}."""
     shifts = torch.arange(64, dtype=torch.int64, device=words.device)
     return ((words.view(-1, 1) >> shifts) & 1).reshape(-1)[:n]
 

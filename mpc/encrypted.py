@@ -118,6 +118,7 @@ class EncryptedOps:
 
     # ---- linear ---------------------------------------------------------------------
     def conv(self, i: int, op: Op, x: Any) -> Any:
+        """2-d convolution of the MPCTensor ``x`` ``[B, C, H, W]`` with the prepared weights."""
         p, a = self.params[i], op.attrs
         y = x.conv2d(p["weight"], stride=a["stride"], padding=a["padding"],
                      dilation=a["dilation"], groups=a["groups"])
@@ -126,20 +127,24 @@ class EncryptedOps:
         return y
 
     def linear(self, i: int, op: Op, x: Any) -> Any:
+        """``x @ weight.T + bias`` on the MPCTensor ``x`` ``[B, in_features]``."""
         p = self.params[i]
         y = x.matmul(p["weight_t"])
         return y + p["bias"] if "bias" in p else y
 
     def affine(self, i: int, op: Op, x: Any) -> Any:
+        """Per-channel ``x * scale + shift`` (an unfolded BatchNorm); shape unchanged."""
         p = self.params[i]
         shape = self._bias_shape(x)
         return x * p["scale"].view(shape) + p["shift"].view(shape)
 
     def avg_pool(self, i: int, op: Op, x: Any) -> Any:
+        """2-d average pooling of the MPCTensor ``x`` (op's kernel size, stride, padding)."""
         a = op.attrs
         return x.avg_pool2d(a["kernel_size"], stride=a["stride"], padding=a["padding"])
 
     def adaptive_avg_pool(self, i: int, op: Op, x: Any) -> Any:
+        """Adaptive average pooling to ``output_size`` (a plain pool when it divides)."""
         oh, ow = op.attrs["output_size"]
         h, w = x.size(-2), x.size(-1)
         if h % oh == 0 and w % ow == 0:
@@ -149,11 +154,13 @@ class EncryptedOps:
 
     # ---- non-linear -----------------------------------------------------------------
     def max_pool(self, i: int, op: Op, x: Any) -> Any:
+        """2-d max pooling: CrypTen's comparison tree, ``k*k - 1`` comparisons per output."""
         a = op.attrs
         return x.max_pool2d(a["kernel_size"], padding=a["padding"], stride=a["stride"],
                             dilation=a["dilation"])
 
     def relu(self, i: int, op: Op, x: Any) -> Any:
+        """Exact ReLU on every element of ``x`` (CrypTen's comparison); shape unchanged."""
         return x.relu()
 
     def _poly(self, flat: Any, site: Any, pos: Tensor, *, quad: bool) -> Any:

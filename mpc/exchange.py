@@ -163,6 +163,7 @@ _CURRENT = threading.local()
 
 
 def current_task() -> _Task | None:
+    """The shared-round task running in this thread, or None outside :func:`run_shared`."""
     return getattr(_CURRENT, "task", None)
 
 

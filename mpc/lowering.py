@@ -86,6 +86,7 @@ class SitePlan:
 
     @property
     def positions(self) -> int:
+        """Positions of the site: ``C`` (channel granularity) or ``C*H*W`` (element)."""
         c, h, w = self.shape
         return c if self.granularity == "channel" else c * h * w
 
@@ -125,6 +126,7 @@ class Op:
 
     @property
     def category(self) -> Category:
+        """``nonlinear`` (relu, mixed, max_pool), ``linear`` (conv, pools, +, ...) or ``shape``."""
         if self.kind in _NONLINEAR:
             return "nonlinear"
         if self.kind in _LINEAR:
@@ -170,6 +172,7 @@ class Plan:
         return tot
 
     def sites(self) -> Iterator[SitePlan]:
+        """Yield the :class:`SitePlan` of every materialized MixedActivation op, in plan order."""
         for op in self.ops:
             if op.site is not None:
                 yield op.site
@@ -532,16 +535,35 @@ def lower(model: nn.Module, input_shape: tuple[int, ...], *, num_classes: int | 
 
 
 class OpBackend(Protocol):
-    """Arithmetic of one value domain (float tensors, CrypTensors, ...)."""
+    """Arithmetic of one value domain (float tensors, CrypTensors, ...).
 
-    def conv(self, i: int, op: Op, x: Any) -> Any: ...
-    def linear(self, i: int, op: Op, x: Any) -> Any: ...
-    def affine(self, i: int, op: Op, x: Any) -> Any: ...
-    def avg_pool(self, i: int, op: Op, x: Any) -> Any: ...
-    def adaptive_avg_pool(self, i: int, op: Op, x: Any) -> Any: ...
-    def max_pool(self, i: int, op: Op, x: Any) -> Any: ...
-    def relu(self, i: int, op: Op, x: Any) -> Any: ...
-    def mixed(self, i: int, op: Op, x: Any) -> Any: ...
+    Every method applies op number ``i`` of the plan (``op``) to the batch ``x``
+    ``[B, *in_shape]`` and returns ``[B, *op.out_shape]``.
+    """
+
+    def conv(self, i: int, op: Op, x: Any) -> Any:
+        """2-d convolution with the op's (BN-folded) weight and bias; ``x`` ``[B, C, H, W]``."""
+
+    def linear(self, i: int, op: Op, x: Any) -> Any:
+        """``x @ weight.T + bias``; ``x`` ``[B, in_features]`` -> ``[B, out_features]``."""
+
+    def affine(self, i: int, op: Op, x: Any) -> Any:
+        """Per-channel ``x * scale + shift`` (an unfolded BatchNorm); shape unchanged."""
+
+    def avg_pool(self, i: int, op: Op, x: Any) -> Any:
+        """2-d average pooling with the op's kernel size, stride and padding."""
+
+    def adaptive_avg_pool(self, i: int, op: Op, x: Any) -> Any:
+        """Adaptive 2-d average pooling to ``op.attrs['output_size']``."""
+
+    def max_pool(self, i: int, op: Op, x: Any) -> Any:
+        """2-d max pooling with the op's kernel size, stride, padding and dilation."""
+
+    def relu(self, i: int, op: Op, x: Any) -> Any:
+        """Exact ReLU on every element of ``x``; shape unchanged."""
+
+    def mixed(self, i: int, op: Op, x: Any) -> Any:
+        """A MixedActivation site (``op.site``): ReLU/polynomial/Circa/identity per position."""
 
 
 _BACKEND_KINDS: frozenset[str] = frozenset(
@@ -619,6 +641,7 @@ class PlainBackend:
         self.generator = generator
 
     def conv(self, i: int, op: Op, x: Tensor) -> Tensor:
+        """2-d convolution with the op's (BN-folded) weight and bias; ``x`` ``[B, C, H, W]``."""
         a = op.attrs
         w = op.params["weight"].to(x.dtype)
         b = op.params.get("bias")
@@ -626,29 +649,36 @@ class PlainBackend:
                         padding=a["padding"], dilation=a["dilation"], groups=a["groups"])
 
     def linear(self, i: int, op: Op, x: Tensor) -> Tensor:
+        """``x @ weight.T + bias``; ``x`` ``[B, in_features]`` -> ``[B, out_features]``."""
         b = op.params.get("bias")
         return F.linear(x, op.params["weight"].to(x.dtype), None if b is None else b.to(x.dtype))
 
     def affine(self, i: int, op: Op, x: Tensor) -> Tensor:
+        """Per-channel ``x * scale + shift`` (an unfolded BatchNorm); shape unchanged."""
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return (x * op.params["scale"].to(x.dtype).view(shape)
                 + op.params["shift"].to(x.dtype).view(shape))
 
     def avg_pool(self, i: int, op: Op, x: Tensor) -> Tensor:
+        """2-d average pooling with the op's kernel size, stride and padding."""
         a = op.attrs
         return F.avg_pool2d(x, a["kernel_size"], a["stride"], a["padding"])
 
     def adaptive_avg_pool(self, i: int, op: Op, x: Tensor) -> Tensor:
+        """Adaptive 2-d average pooling to ``op.attrs['output_size']``."""
         return F.adaptive_avg_pool2d(x, op.attrs["output_size"])
 
     def max_pool(self, i: int, op: Op, x: Tensor) -> Tensor:
+        """2-d max pooling with the op's kernel size, stride, padding and dilation."""
         a = op.attrs
         return F.max_pool2d(x, a["kernel_size"], a["stride"], a["padding"], a["dilation"])
 
     def relu(self, i: int, op: Op, x: Tensor) -> Tensor:
+        """Exact ReLU on every element of ``x``; shape unchanged."""
         return torch.relu(x)
 
     def mixed(self, i: int, op: Op, x: Tensor) -> Tensor:
+        """A MixedActivation site (``op.site``): ReLU/polynomial/Circa/identity per position."""
         site = op.site
         assert site is not None
         flat = gather_positions(x, site)

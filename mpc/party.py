@@ -35,6 +35,11 @@ class ModelJob:
 
 @dataclass
 class Job:
+    """Work of one party process: its :class:`ModelJob` s and the run settings.
+
+        ``weights``: ``private`` or ``public``; ``device``: resolved torch device name;
+        ``repeats`` timed inferences after ``warmup`` untimed ones, each of ``batch_size`` images.
+    """
     models: list[ModelJob]
     weights: str
     device: str

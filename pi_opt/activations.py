@@ -27,6 +27,10 @@ Granularity = Literal["element", "channel"]
 
 
 class Kind(IntEnum):
+    """What an activation element computes: identity, exact ReLU, polynomial, or Circa's
+    truncated-sign ReLU (stored as int8 codes in ``MixedActivation.kinds``).
+    """
+
     IDENTITY = 0
     RELU = 1
     POLY = 2
@@ -74,6 +78,7 @@ class MixedActivation(nn.Module):
 
     @property
     def granularity(self) -> Granularity:
+        """``"channel"`` when ``kinds`` is ``[C, 1, 1]`` over a spatial input, else ``"element"``."""
         if self.input_shape is None or self.kinds.dim() != 3:
             return "element"
         c, h, w = self.input_shape
@@ -81,6 +86,7 @@ class MixedActivation(nn.Module):
 
     @property
     def materialized(self) -> bool:
+        """True once ``kinds`` is allocated (before that the site is all-ReLU)."""
         return self.kinds.numel() > 0
 
     def set_kinds(self, kinds: Tensor) -> None:
@@ -98,6 +104,11 @@ class MixedActivation(nn.Module):
         self.poly = coeffs.detach().to(torch.float32, copy=True).to(self.kinds.device)
 
     def set_circa(self, k: int, l: int, frac_bits: int = FRAC_BITS) -> None:
+        """Make CIRCA elements drop ``k`` low bits and keep ``l`` bits of a fixed-point value
+        with ``frac_bits`` fractional bits.
+
+        Raises ValueError unless ``k >= 0``, ``l >= 2`` and ``k + l <= 64``.
+        """
         if not (0 <= k and 2 <= l and k + l <= 64):
             raise ValueError(f"invalid Circa truncation k={k}, l={l}")
         self.circa_bits = torch.tensor([k, l, frac_bits], dtype=torch.int64,
@@ -131,6 +142,9 @@ class MixedActivation(nn.Module):
         return self._kinds_cache[1]
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the per-element kinds to ``x`` (``[N, C, H, W]`` or ``[N, C]``); records the
+        input shape on the first call. Unmaterialized sites are plain ReLU.
+        """
         if self.input_shape is None:
             self.input_shape = tuple(x.shape[1:]) if x.dim() == 4 else (x.shape[1], 1, 1)  # type: ignore[assignment]
         if not self.materialized:
@@ -158,6 +172,7 @@ class MixedActivation(nn.Module):
         return out
 
     def extra_repr(self) -> str:
+        """Non-zero per-sample counts by kind, or ``all-relu (unmaterialized)``."""
         if not self.materialized:
             return "all-relu (unmaterialized)"
         c = self.counts()

@@ -55,6 +55,10 @@ class ModelSpec(BaseModel):
     std: tuple[float, ...] | None = None
 
     def build(self) -> nn.Module:
+        """A fresh (untrained, all-ReLU) model of this architecture, channels and classes.
+
+        Raises UnknownNameError / ConfigError for an unknown architecture or bad options.
+        """
         kwargs = dict(self.arch.kwargs)
         kwargs.setdefault("in_channels", self.input_shape[0])
         kwargs.setdefault("num_classes", self.num_classes)
@@ -62,6 +66,10 @@ class ModelSpec(BaseModel):
 
 
 class SiteRecipe(BaseModel):
+    """Layout of one activation site: input ``shape`` ``(C, H, W)``, mask granularity, and
+    whether it carries polynomial coefficients.
+    """
+
     model_config = ConfigDict(extra="forbid")
     shape: tuple[int, int, int]
     granularity: Literal["element", "channel"] = "element"
@@ -77,6 +85,10 @@ class Recipe(BaseModel):
 
 
 class ArtifactManifest(BaseModel):
+    """``manifest.json`` of a saved model: spec, recipe, profile, metrics and the SHA-256
+    (hex) of the weights file.
+    """
+
     model_config = ConfigDict(extra="forbid")
     format: Literal["pi-opt-model"] = FORMAT
     schema_version: Literal[1] = 1
@@ -89,6 +101,8 @@ class ArtifactManifest(BaseModel):
 
 @dataclass
 class Artifact:
+    """A loaded model (eval mode, sites restored) with its manifest."""
+
     model: nn.Module
     manifest: ArtifactManifest
 
@@ -170,7 +184,11 @@ def check_input_shape(model: nn.Module, spec: ModelSpec) -> None:
 
 
 def build_plain_model(spec: ModelSpec, weights: str | Path | None = None) -> nn.Module:
-    """Bring-your-own model: build ``spec`` and (optionally) load plain safetensors weights."""
+    """Bring-your-own model: build ``spec`` and (optionally) load plain safetensors weights.
+
+    Raises ModelFormatError for unreadable or mismatched weights, ShapeMismatchError when
+    one sample of ``spec.input_shape`` does not run through the model.
+    """
     model = spec.build()
     if weights is not None:
         load_state_strict(model, read_safetensors(weights))
@@ -179,6 +197,10 @@ def build_plain_model(spec: ModelSpec, weights: str | Path | None = None) -> nn.
 
 
 def recipe_of(model: nn.Module, history: list[dict[str, Any]] | None = None) -> Recipe:
+    """The per-site layout of a prepared model plus ``history``.
+
+    Raises ModelFormatError when a site has no recorded input shape (no forward pass yet).
+    """
     sites = {}
     for name, site in iter_sites(model):
         if site.input_shape is None:
@@ -196,7 +218,12 @@ def save_artifact(
     history: list[dict[str, Any]] | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> ArtifactManifest:
-    """Write ``model.json`` + ``weights.safetensors`` atomically into ``directory``."""
+    """Write ``model.json`` + ``weights.safetensors`` atomically into ``directory``.
+
+    ``model`` is a prepared model that has seen one forward pass (site shapes known);
+    unmaterialized sites are materialized in place. The manifest's profile counts are per
+    sample at ``spec.input_shape``. Raises ModelFormatError when a site shape is unknown.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for _, site in iter_sites(model):
@@ -223,6 +250,10 @@ def save_artifact(
 
 
 def read_manifest(path: str | Path) -> ArtifactManifest:
+    """Read and validate the manifest of an artifact folder (or of a manifest file).
+
+    Raises ModelFormatError when the file is missing or invalid.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST
@@ -235,7 +266,13 @@ def read_manifest(path: str | Path) -> ArtifactManifest:
 
 
 def load_artifact(directory: str | Path, *, verify_hash: bool = True) -> Artifact:
-    """Rebuild a saved artifact exactly (eval mode)."""
+    """Rebuild a saved artifact exactly (eval mode): architecture, site kinds, weights.
+
+    ``directory`` holds ``model.json`` and ``weights.safetensors``; with ``verify_hash``
+    the weights' SHA-256 must match the manifest. Raises ModelFormatError for a missing or
+    invalid manifest, a checksum mismatch, sites that do not match the architecture or
+    missing / unexpected / mis-shaped weights (UnsafeFormatError for a pickle).
+    """
     directory = Path(directory)
     manifest = read_manifest(directory)
     weights = directory / WEIGHTS

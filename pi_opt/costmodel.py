@@ -73,7 +73,8 @@ _LTZ_ROUNDS, _EQ_ROUNDS = 8, 7
 
 
 class Cost(BaseModel):
-    """Communication of one layer for a batch: ``rounds`` and ``bytes`` sent per party."""
+    """Communication of one layer for a batch: ``rounds`` (sequential message exchanges)
+    and ``bytes`` sent per party; ``+`` adds both (layers run one after another)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     rounds: int = 0
@@ -84,12 +85,13 @@ class Cost(BaseModel):
 
 
 def relu_cost(n: int) -> Cost:
-    """CrypTen's exact ReLU on ``n`` elements (0 elements: nothing)."""
+    """CrypTen's exact ReLU on ``n`` elements (all elements of a batch: per-sample count x
+    batch size): :data:`RELU_ROUNDS` rounds, a fixed number of 8-byte words per element."""
     return Cost(rounds=RELU_ROUNDS, bytes=_RELU_WORDS * _WORD * n) if n else Cost()
 
 
 def square_cost(n: int) -> Cost:
-    """Secure squares of ``n`` elements (one opening each)."""
+    """Secure squares of ``n`` elements: 1 round, one 8-byte word opened per element."""
     return Cost(rounds=1, bytes=_WORD * n) if n else Cost()
 
 
@@ -105,6 +107,9 @@ def circa_bytes(n: int, l: int) -> float:
 
 
 def circa_cost(n: int, l: int) -> Cost:
+    """Rounds and bytes per party of Circa's truncated-sign ReLU on ``n`` elements keeping
+    ``l`` bits (zero cost for 0 elements).
+    """
     return Cost(rounds=circa_rounds(l), bytes=circa_bytes(n, l)) if n else Cost()
 
 
@@ -154,7 +159,8 @@ def reveal_cost(n: int) -> Cost:
 
 
 def site_cost(site: SiteProfile, batch_size: int = 1) -> Cost:
-    """A ReLU site: exact ReLU, squares and Circa positions in shared rounds."""
+    """One site for ``batch_size`` samples: its exact-ReLU, polynomial-square and Circa
+    elements run in parallel (rounds = the slowest part's, bytes per party summed)."""
     parts = [relu_cost(site.relu * batch_size), square_cost(site.poly_mults * batch_size),
              circa_cost(site.circa * batch_size, site.circa_l or 64)]
     return Cost(rounds=max(p.rounds for p in parts), bytes=sum(p.bytes for p in parts))
@@ -162,6 +168,9 @@ def site_cost(site: SiteProfile, batch_size: int = 1) -> Cost:
 
 def layer_cost(layer: LayerProfile, batch_size: int = 1, *,
                weights: WeightsMode = "private") -> Cost:
+    """Rounds and bytes per party of one profiled layer for ``batch_size`` samples: a Beaver
+    product for linear layers, max-pool comparisons, else an exact ReLU per output element.
+    """
     b = batch_size
     if layer.kind == "linear":
         return beaver_cost(layer.input_elements * b, layer.weight_elements, weights=weights)
@@ -242,17 +251,23 @@ class LatencyModel(BaseModel):
 
     # ---- persistence ---------------------------------------------------------------
     def save(self, path: str | Path) -> None:
+        """Write the model as indented JSON to ``path`` (parent folders created)."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyModel:
+        """Read a model written by :meth:`save`.
+
+        Raises OSError when the file cannot be read, ValidationError when it is invalid.
+        """
         return cls.model_validate_json(Path(path).read_text())
 
 
 def estimate_rounds(profile: ModelProfile) -> int:
-    """Rounds of the ReLU sites of a profile (shared rounds within a site)."""
+    """Rounds of all ReLU sites of a profile, sites in sequence (rounds within a site are
+    shared); independent of the batch size."""
     return sum(site_cost(s).rounds for s in profile.sites)
 
 

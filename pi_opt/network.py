@@ -37,6 +37,7 @@ class NetworkProfile(BaseModel):
 
     @property
     def is_loopback(self) -> bool:
+        """True for the unshaped local link (0 ms RTT, unlimited bandwidth)."""
         return self.rtt_ms == 0.0 and self.bandwidth_mbps is None
 
     def transfer_s(self, bytes_sent: float) -> float:
@@ -54,6 +55,7 @@ class NetworkProfile(BaseModel):
         return loopback_s + self.network_s(rounds=rounds, bytes_sent=bytes_sent)
 
     def label(self) -> str:
+        """The profile's name, or ``"<rtt> ms / <bandwidth> Mb/s"`` for a custom one."""
         if self.name != "custom":
             return self.name
         bw = "unlimited" if self.bandwidth_mbps is None else f"{self.bandwidth_mbps:g} Mb/s"

@@ -71,6 +71,10 @@ class DataPlan(_Model):
 
 
 class BudgetPlan(_Model):
+    """One budget as requested (a fraction <= 1 or a count), resolved to a per-sample ReLU
+    count and as a percentage of the baseline's count.
+    """
+
     requested: float
     relus: int
     percent_of_baseline: float
@@ -120,6 +124,11 @@ class TimingPlan(_Model):
 
 
 class JobPlan(_Model):
+    """What a job will do before it runs: model size (ReLUs per sample, params, MACs,
+    activation bytes per sample / batch), data, budgets, phases with epochs, images and
+    estimated seconds, optional measured timing, notes and warnings.
+    """
+
     title: str
     arch: str
     input_shape: tuple[int, int, int]

@@ -46,6 +46,7 @@ class SiteProfile(BaseModel):
 
     @property
     def kept(self) -> int:
+        """Elements still paying for a comparison: exact ReLU plus Circa."""
         return self.relu + self.circa
 
 
@@ -165,5 +166,6 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelProfil
 
 
 def count_relus(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Per-sample ReLU count (exact + Circa) of ``model`` on input ``(C, H, W)``."""
+    """Per-sample ReLU count (exact + Circa elements) of ``model`` on input ``(C, H, W)``;
+    an unprepared model is counted on a prepared copy (every ReLU output element)."""
     return profile_model(model, input_shape).relus

@@ -19,6 +19,10 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator that stores its argument under ``name`` (case-insensitive).
+
+        Raises ValueError when a different object is already registered under that name.
+        """
         key = name.lower()
 
         def deco(obj: T) -> T:
@@ -30,6 +34,10 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
+        """The entry registered under ``name`` (case-insensitive).
+
+        Raises UnknownNameError (with a "did you mean" and the known names) when absent.
+        """
         try:
             return self._entries[name.lower()]
         except KeyError:
@@ -40,6 +48,7 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
+        """Registered names (lower case), sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:

@@ -29,6 +29,7 @@ class SiteTracer(torch.fx.Tracer):
     """fx tracer that keeps ReLU and MixedActivation modules as leaves."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        """Keep ReLU and MixedActivation modules whole; defer to fx for the rest."""
         if isinstance(m, (MixedActivation, nn.ReLU)):
             return True
         return super().is_leaf_module(m, qualname)
@@ -41,6 +42,7 @@ def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def is_prepared(model: nn.Module) -> bool:
+    """True when the model contains at least one MixedActivation site."""
     return any(isinstance(m, MixedActivation) for m in model.modules())
 
 
@@ -110,6 +112,7 @@ def iter_sites(model: nn.Module) -> Iterator[tuple[str, MixedActivation]]:
 
 
 def site_dict(model: nn.Module) -> dict[str, MixedActivation]:
+    """``{qualified name: MixedActivation}`` of the model's sites, in module order."""
     return dict(iter_sites(model))
 
 

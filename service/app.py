@@ -42,6 +42,11 @@ def prepare_database(settings: Settings) -> Database:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI application for ``settings`` (default: from the environment).
+
+        Its lifespan prepares the database (migrations), removes partial uploads left by a crash,
+        starts the executor, demo runner and validation helpers, and stops them on shutdown.
+    """
     settings = settings or Settings()
 
     @asynccontextmanager

@@ -38,11 +38,13 @@ _cache_lock = threading.Lock()
 
 
 def media_type(name: str) -> str:
+    """Media type of an artifact file name (known suffixes first, else ``mimetypes``)."""
     suffix = Path(name).suffix.lower()
     return MEDIA_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of the file at ``path``, cached by (path, size in bytes, mtime in ns)."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     with _cache_lock:
@@ -62,11 +64,16 @@ def sha256_of(path: Path) -> str:
 
 
 def pareto_point(name: str) -> int | None:
+    """Trial number ``n`` of an artifact under ``points/trial-<n>/``, else None."""
     m = _POINT.match(name)
     return int(m.group(1)) if m else None
 
 
 def list_artifacts(job_dir: Path, job_id: str) -> list[ArtifactPublic]:
+    """Every downloadable file of a job folder, sorted by name within each root.
+
+        Symlinks, partial files and names outside the allowed pattern are skipped; sizes in bytes.
+    """
     out: list[ArtifactPublic] = []
     for root in ROOTS:
         base = job_dir / root

@@ -23,11 +23,13 @@ PREFIX = "pio_"
 
 @dataclass(frozen=True)
 class Principal:
+    """The owner of an API key: every job, upload and demo belongs to one ``id``."""
     id: str
     name: str
 
 
 def hash_key(secret: str) -> str:
+    """Hex SHA-256 of an API key secret (only the hash is stored)."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -44,6 +46,7 @@ def create_api_key(db: Database, name: str, *, expires_at: datetime | None = Non
 
 
 def revoke_api_key(db: Database, key_id: str) -> bool:
+    """Revoke key ``key_id``; False when it does not exist or was already revoked."""
     with db.write() as s:
         row = s.get(ApiKey, key_id)
         if row is None or row.revoked_at is not None:
@@ -53,6 +56,7 @@ def revoke_api_key(db: Database, key_id: str) -> bool:
 
 
 def list_api_keys(db: Database) -> list[ApiKey]:
+    """Every API key row (revoked and expired included), oldest first."""
     with db.read() as s:
         return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 

@@ -39,6 +39,7 @@ class JobLimits(BaseModel):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobLimits:
+        """The limits configured in ``settings`` (same field names)."""
         return cls(**{name: getattr(settings, name) for name in cls.model_fields})
 
 

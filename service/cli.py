@@ -99,6 +99,7 @@ def _logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """``pi-opt serve``: the HTTP API under uvicorn (embedded worker unless ``--no-worker``)."""
     import uvicorn
 
     from service.app import create_app
@@ -112,6 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """``pi-opt worker``: run queued jobs (local supervisor or procrastinate) until a signal."""
     from service.app import prepare_database
 
     settings = _settings(args, max_concurrent_jobs=args.concurrency)
@@ -148,6 +150,7 @@ def openapi_document() -> str:
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
+    """``pi-opt openapi``: print the OpenAPI document, or write it (``--out`` / ``--write``)."""
     from service.openapi import write_job_spec_schema
 
     if args.write:
@@ -163,6 +166,7 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    """``pi-opt keys create|list|revoke``: manage API keys; ``--expires-in`` is in seconds."""
     from service.app import prepare_database
     from service.auth import create_api_key, list_api_keys, revoke_api_key
     from service.db import utcnow

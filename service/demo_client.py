@@ -57,6 +57,7 @@ def _follow(c: httpx.Client, job_id: str) -> None:
 
 
 def run(config: Path, workdir: Path) -> int:
+    """Serve from ``workdir``, run the job of ``config`` over HTTP, download its report; exit code."""
     from service.app import prepare_database
     from service.auth import create_api_key
     from service.settings import Settings
@@ -119,6 +120,7 @@ def run(config: Path, workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry of the HTTP demo client; returns the exit code."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "digits_quick.yaml")
     ap.add_argument("--workdir", type=Path, default=REPO / "runs" / "service-demo")

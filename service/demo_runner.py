@@ -13,6 +13,7 @@ from typing import Any
 
 
 def main() -> int:
+    """Subprocess entry: run one demo from JSON on stdin, write ``{result}`` or ``{error}`` JSON."""
     from service.lifeline import die_with_parent
 
     die_with_parent()
@@ -34,6 +35,10 @@ def main() -> int:
 
 
 def run(args: dict[str, Any]) -> dict[str, Any]:
+    """Encrypted inference of test image ``index`` of the job's dataset with one front point.
+
+        Raises :class:`~service.problems.ProblemError` 422 ``index-out-of-range``.
+    """
     from pi_opt.data import DatasetSpec, load_dataset
     from service.jobrunner import resolve
     from service.problems import ProblemError

@@ -66,6 +66,11 @@ class DemoRunner:
                                           "demo; submit it again").to_problem()
 
     def create(self, principal: Principal, job_id: str, body: DemoCreate) -> Demo:
+        """Queue a demo of front point ``body.trial`` of a succeeded job.
+
+            Raises ProblemError 404 ``not-found`` (no such job of this principal) or 409
+            ``job-not-finished``.
+        """
         with self.db.read() as s:
             job = s.get(Job, job_id)
         if job is None or job.principal_id != principal.id:
@@ -119,6 +124,7 @@ class DemoRunner:
                 demo.result, demo.error, demo.finished_at = result, error, utcnow()
 
     def get(self, principal: Principal, job_id: str, demo_id: str) -> Demo:
+        """Demo ``demo_id`` of job ``job_id``; raises ProblemError 404 ``not-found``."""
         with self.db.read() as s:
             demo = s.get(Demo, demo_id)
         if demo is None or demo.principal_id != principal.id or demo.job_id != job_id:
@@ -126,10 +132,12 @@ class DemoRunner:
         return demo
 
     def stop(self) -> None:
+        """Stop the demo pool without waiting; queued demos are dropped."""
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def to_public(demo: Demo) -> DemoPublic:
+    """API view of a demo row, with its ``self`` and ``job`` links."""
     return DemoPublic(
         id=demo.id, job_id=demo.job_id, trial=demo.trial, index=demo.index,
         status=demo.status, result=demo.result, error=demo.error,

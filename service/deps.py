@@ -19,22 +19,27 @@ _bearer = HTTPBearer(auto_error=False, bearerFormat="pio_<key>",
 
 
 def get_settings(request: Request) -> Settings:
+    """Dependency: the app's :class:`~service.settings.Settings`."""
     return cast(Settings, request.app.state.settings)
 
 
 def get_db(request: Request) -> Database:
+    """Dependency: the app's :class:`~service.db.Database`."""
     return cast(Database, request.app.state.db)
 
 
 def get_executor(request: Request) -> Executor:
+    """Dependency: the app's job executor."""
     return cast(Executor, request.app.state.executor)
 
 
 def get_helpers(request: Request) -> Helpers:
+    """Dependency: the app's validation helper processes."""
     return cast(Helpers, request.app.state.helpers)
 
 
 def get_demos(request: Request) -> DemoRunner:
+    """Dependency: the app's demo runner."""
     return cast(DemoRunner, request.app.state.demos)
 
 
@@ -42,6 +47,7 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def get_principal(request: Request, credentials: BearerDep) -> Principal:
+    """Dependency: the principal of the bearer API key; raises a 401 problem."""
     return authenticate(request.app.state.db, credentials)
 
 

@@ -16,11 +16,13 @@ def new_id(prefix: str) -> str:
 
 
 def encode_cursor(created_at: datetime, id_: str) -> str:
+    """Opaque page cursor (URL-safe base64) for the keyset position (created_at, id)."""
     raw = json.dumps([created_at.isoformat(), id_], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of :func:`encode_cursor`; raises ProblemError 400 ``invalid-cursor``."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         ts, id_ = json.loads(raw)

@@ -72,6 +72,10 @@ class Helpers:
         broken.shutdown(wait=False, cancel_futures=True)
 
     def call(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        """``fn(*args)`` in a helper process; ``timeout`` in seconds.
+
+            Raises ProblemError 503 ``helper-crashed`` / ``helper-timeout``, or ``fn``'s problem.
+        """
         pool = self._get()
         try:
             status, value = pool.submit(run_checked, fn, *args).result(timeout)
@@ -98,6 +102,7 @@ class Helpers:
         threading.Thread(target=_go, name="pi-opt-helpers-warm-up", daemon=True).start()
 
     def shutdown(self) -> None:
+        """Shut the helper pool down without waiting."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:

@@ -38,6 +38,7 @@ from service.refs import upload_refs
 
 
 def not_found(job_id: str) -> ProblemError:
+    """The 404 ``not-found`` problem for job ``job_id``."""
     return ProblemError(404, "not-found", f"job {job_id} not found")
 
 
@@ -75,6 +76,7 @@ def apply_progress(progress: dict[str, Any], event: dict[str, Any]) -> dict[str,
 
 
 def record_events(session: Session, job: Job, events: Sequence[dict[str, Any]]) -> None:
+    """Append runner events to the job's event log and fold them into its progress."""
     progress = job.progress or {}
     for ev in events:
         append_event(session, job.id, str(ev.get("type", "event"))[:32], ev, job.attempt)
@@ -227,6 +229,7 @@ def create_job(db: Database, settings: Settings, executor: Executor, helpers: He
 
 
 def get_job(db: Database, principal: Principal, job_id: str) -> Job:
+    """Job ``job_id`` of ``principal``; raises ProblemError 404 ``not-found``."""
     with db.read() as s:
         job = s.get(Job, job_id)
     if job is None or job.principal_id != principal.id:
@@ -292,6 +295,7 @@ def delete_job(db: Database, settings: Settings, executor: Executor, principal: 
 
 
 def job_links(job_id: str) -> dict[str, str]:
+    """API links of a job (self, events, cancel, artifacts, report, demo)."""
     base = f"/v1/jobs/{job_id}"
     return {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel",
             "artifacts": f"{base}/artifacts", "report": f"{base}/artifacts/report/report.html",
@@ -299,6 +303,7 @@ def job_links(job_id: str) -> dict[str, str]:
 
 
 def to_public(job: Job) -> JobPublic:
+    """API view of a job row."""
     return JobPublic(
         id=job.id, status=job.status, title=job.title, attempt=job.attempt,
         max_attempts=job.max_attempts, created_at=job.created_at, updated_at=job.updated_at,
@@ -308,6 +313,7 @@ def to_public(job: Job) -> JobPublic:
 
 
 def to_page(jobs: list[Job], next_cursor: str | None) -> JobsPage:
+    """One page of jobs with the cursor of the next page (None on the last)."""
     return JobsPage(data=[to_public(j) for j in jobs], next_cursor=next_cursor)
 
 

@@ -58,6 +58,7 @@ def job_spec_schema() -> dict[str, Any]:
 
 
 def write_job_spec_schema() -> None:
+    """Write the job spec JSON schema to its committed file (sorted keys)."""
     SPEC_SCHEMA_FILE.write_text(json.dumps(job_spec_schema(), indent=2, sort_keys=True) + "\n")
 
 
@@ -104,4 +105,5 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def install(app: FastAPI) -> None:
+    """Make ``app.openapi()`` return :func:`build_openapi`'s document."""
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -66,6 +66,7 @@ class ProblemError(Exception):
                    **{k: v for k, v in problem.items() if k not in base})
 
     def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        """RFC 9457 problem+json body (type, title, status, code, detail, ...), paths scrubbed."""
         body: dict[str, Any] = {"type": f"urn:pi-opt:problem:{self.code}", "title": self.title,
                                 "status": self.status, "code": self.code}
         if self.detail:
@@ -94,6 +95,7 @@ def scrub_paths(value: Any) -> Any:
 
 
 def from_pi_opt(exc: PiOptError) -> ProblemError:
+    """The problem for a pi_opt error: its code, with the status mapped from it (else 422)."""
     return ProblemError(STATUS_BY_CODE.get(exc.code, 422), exc.code, exc.message,
                         title=type(exc).__name__)
 
@@ -105,6 +107,7 @@ def validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
 
 
 def from_validation(exc: ValidationError, *, prefix: tuple[str, ...] = ()) -> ProblemError:
+    """422 ``validation-error`` problem listing pydantic's errors (``loc`` under ``prefix``)."""
     errs = validation_errors(exc.errors(include_url=False))
     for e in errs:
         e["loc"] = [*prefix, *e["loc"]]
@@ -114,6 +117,7 @@ def from_validation(exc: ValidationError, *, prefix: tuple[str, ...] = ()) -> Pr
 
 def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = None
                      ) -> JSONResponse:
+    """``application/problem+json`` response with the problem's status."""
     return JSONResponse(problem, status_code=problem["status"], headers=headers,
                         media_type=MEDIA_TYPE)
 

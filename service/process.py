@@ -39,12 +39,15 @@ class Proc:
 
     @property
     def pid(self) -> int:
+        """Process id (also its session and process-group id)."""
         return self.popen.pid
 
     def output(self) -> str:
+        """Everything the process wrote to its log so far."""
         return self.log.read_text(errors="replace")
 
     def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, SIGKILL after ``timeout`` seconds, then SIGKILL its process group."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:

@@ -57,6 +57,7 @@ class PlanPublic(BaseModel):
 
 
 class Progress(BaseModel):
+    """Progress of a job: phase, finished and planned trials, best point so far, epoch."""
     phase: str | None = None
     trials_done: int = 0
     trials_total: int | None = None
@@ -65,6 +66,7 @@ class Progress(BaseModel):
 
 
 class JobPublic(_Out):
+    """A job as the API returns it."""
     id: str
     status: JobStatus
     title: str
@@ -92,6 +94,7 @@ JobsPage = Page[JobPublic]
 
 
 class EventPublic(BaseModel):
+    """One job event (also sent on the SSE stream)."""
     id: int = Field(description="per-job sequence number; the SSE `id`")
     type: str
     attempt: int
@@ -100,6 +103,7 @@ class EventPublic(BaseModel):
 
 
 class UploadPublic(_Out):
+    """An uploaded dataset or model; `size` in bytes."""
     id: str
     kind: Literal["dataset", "model"]
     status: Literal["awaiting_spec", "ready"]
@@ -116,6 +120,7 @@ UploadsPage = Page[UploadPublic]
 
 
 class ArtifactPublic(BaseModel):
+    """A downloadable file of a job; `size` in bytes."""
     name: str = Field(description="path relative to the job directory, e.g. report/pareto.json")
     media_type: str
     size: int
@@ -125,6 +130,7 @@ class ArtifactPublic(BaseModel):
 
 
 class ArtifactList(BaseModel):
+    """The files of a job."""
     data: list[ArtifactPublic]
 
 
@@ -138,6 +144,7 @@ class DemoCreate(BaseModel):
 
 
 class DemoPublic(_Out):
+    """An encrypted-inference demo of one front point on one test image."""
     id: str
     job_id: str
     trial: int

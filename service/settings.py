@@ -72,20 +72,25 @@ class Settings(BaseSettings):
 
     @property
     def url(self) -> str:
+        """The database URL (default: the SQLite file ``data_dir/pi-opt.db``)."""
         assert self.database_url is not None
         return self.database_url
 
     @property
     def is_postgres(self) -> bool:
+        """True for a PostgreSQL database URL."""
         return self.url.startswith("postgresql")
 
     @property
     def jobs_dir(self) -> Path:
+        """Folder of the job folders (``data_dir/jobs``)."""
         return self.data_dir / "jobs"
 
     @property
     def uploads_dir(self) -> Path:
+        """Folder of the uploads (``data_dir/uploads``)."""
         return self.data_dir / "uploads"
 
     def job_dir(self, job_id: str) -> Path:
+        """Folder of job ``job_id``."""
         return self.jobs_dir / job_id

@@ -102,6 +102,7 @@ def resolve_spec(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef]) -> di
 
 
 def search_config_class() -> type[SearchConfig]:
+    """pi_opt's :class:`SearchConfig` (imported lazily)."""
     from pi_opt.search import SearchConfig
 
     return SearchConfig

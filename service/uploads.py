@@ -52,6 +52,7 @@ NPZ_FILE = "data.npz"
 
 
 def not_found(upload_id: str) -> ProblemError:
+    """The 404 ``not-found`` problem for upload ``upload_id``."""
     return ProblemError(404, "not-found", f"upload {upload_id} not found")
 
 
@@ -398,17 +399,23 @@ def _owned(session: Session, principal: Principal, upload_id: str) -> Upload:
 
 
 def get_upload(db: Database, principal: Principal, upload_id: str) -> Upload:
+    """Upload ``upload_id`` of ``principal``; raises ProblemError 404 ``not-found``."""
     with db.read() as s:
         return _owned(s, principal, upload_id)
 
 
 def list_uploads(db: Database, principal: Principal, *, limit: int, cursor: str | None
                  ) -> tuple[list[Upload], str | None]:
+    """One page (``limit`` rows) of the principal's uploads and the next cursor (or None)."""
     q = select(Upload).where(Upload.principal_id == principal.id)
     return keyset_page(db, q, Upload, limit=limit, cursor=cursor)
 
 
 def delete_upload(db: Database, settings: Settings, principal: Principal, upload_id: str) -> None:
+    """Delete an upload row and its files.
+
+        Raises ProblemError 404 ``not-found``, 409 ``upload-in-use`` when an active job uses it.
+    """
     with db.write() as s:
         row = _owned(s, principal, upload_id)
         users = uploads_in_use(s, principal.id, upload_id)
@@ -420,6 +427,7 @@ def delete_upload(db: Database, settings: Settings, principal: Principal, upload
 
 
 def to_public(row: Upload) -> UploadPublic:
+    """API view of an upload row with its links (``spec`` for models)."""
     links = {"self": f"/v1/uploads/{row.id}"}
     if row.kind == "model":
         links["spec"] = f"/v1/uploads/{row.id}/spec"

@@ -54,6 +54,7 @@ def check_job_quota(session: Session, settings: Settings, principal_id: str) -> 
 
 
 def upload_bytes_used(session: Session, principal_id: str) -> int:
+    """Bytes on disk of all uploads of ``principal_id``."""
     return int(session.scalar(select(func.coalesce(func.sum(Upload.stored_bytes), 0)).where(
         Upload.principal_id == principal_id)) or 0)
 

@@ -24,6 +24,7 @@ class Augment:
 
     @property
     def is_identity(self) -> bool:
+        """True when the augmentation changes nothing (no padding crop, no flip)."""
         return self.pad == 0 and not self.flip
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -42,9 +42,11 @@ class ImageIndex:
 
     @property
     def channels(self) -> int:
+        """Channels the images decode to: 1 for ``L``, 3 for ``RGB``."""
         return 1 if self.mode == "L" else 3
 
     def count(self) -> int:
+        """Number of images, official test split included."""
         return len(self.paths) + len(self.test_paths or [])
 
 
@@ -176,4 +178,5 @@ class StreamingImages(Dataset[tuple[Tensor, int]]):
 
     @property
     def tensors(self) -> tuple[LazyImages, Tensor]:
+        """A lazy ``x`` (decoded on indexing) and the labels ``y`` ``[N]`` int64."""
         return LazyImages(self), torch.tensor(self.labels, dtype=torch.int64)

@@ -57,6 +57,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str) -> Any:
+        """Resolve only the allow-listed numpy reconstruction globals.
+
+        Raises UnsafeFormatError for any other global.
+        """
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
@@ -69,6 +73,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
+        """Always raises UnsafeFormatError: persistent ids are not allowed."""
         raise UnsafeFormatError(
             f"{self._source}: pickle uses persistent ids, which are not allowed"
         )

@@ -44,6 +44,7 @@ class BasicBlock(nn.Module):
         self.relu2 = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[N, cin, H, W]`` -> ``[N, cout, H/stride, W/stride]``."""
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu2(out + self.shortcut(x))
@@ -90,6 +91,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Images ``[N, C, H, W]`` -> logits ``[N, num_classes]``."""
         x = self.stem_relu(self.stem_bn(self.stem(self.input_pool(x))))
         for name in self.stage_names:
             x = getattr(self, name)(x)

@@ -19,6 +19,8 @@ VGG16_STAGES: tuple[tuple[int, ...], ...] = (
 
 
 class ConvBNReLU(nn.Module):
+    """conv3x3 (stride 1, padding 1, no bias) - BN - ReLU: ``[N, cin, H, W]`` -> ``[N, cout, H, W]``."""
+
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
@@ -26,10 +28,15 @@ class ConvBNReLU(nn.Module):
         self.relu = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[N, cin, H, W]`` -> ``[N, cout, H, W]``."""
         return self.relu(self.bn(self.conv(x)))
 
 
 class VGG(nn.Module):
+    """VGG-style network: per stage, ConvBNReLU units of the given widths then a 2x2 pool
+    (``avg`` or ``max``); then global average pool and a linear classifier.
+    """
+
     def __init__(
         self,
         *,
@@ -53,6 +60,7 @@ class VGG(nn.Module):
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Images ``[N, in_channels, H, W]`` -> logits ``[N, num_classes]``."""
         for s, name in enumerate(self.stage_names, start=1):
             x = getattr(self, f"pool{s}")(getattr(self, name)(x))
         return self.fc(torch.flatten(self.head_pool(x), 1))

@@ -31,6 +31,7 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[N, cin, H, W]`` -> ``[N, cout, H/stride, W/stride]``."""
         o = self.relu1(self.bn1(x))
         y = self.conv1(o)
         y = self.conv2(self.relu2(self.bn2(y)))
@@ -61,6 +62,7 @@ class WideResNet(nn.Module):
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Images ``[N, C, H, W]`` -> logits ``[N, num_classes]``."""
         x = self.stem(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)

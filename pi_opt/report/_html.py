@@ -193,6 +193,9 @@ def _zero_break(fig: go.Figure, axis: Any) -> None:
 
 
 def mpc_plot(report: ParetoReport) -> go.Figure | None:
+    """Validation accuracy vs measured online latency (s) and bytes sent per party (MB) of
+    every MPC-measured point, with min-max latency bars; ``None`` when none was measured.
+    """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -249,6 +252,9 @@ def _spread_bars(points: list[ParetoPoint]) -> dict[str, Any] | None:
 
 
 def layers_plot(report: ParetoReport) -> go.Figure | None:
+    """Stacked bars of ReLUs kept per stage (per sample) for each front point; ``None``
+    when no point has site data.
+    """
     import plotly.graph_objects as go
 
     pts = [p for p in report.front() if p.sites]
@@ -276,6 +282,9 @@ def layers_plot(report: ParetoReport) -> go.Figure | None:
 
 
 def per_class_plot(report: ParetoReport) -> go.Figure | None:
+    """Heatmap of per-class test-accuracy change vs the baseline (percentage points) for
+    each front point; ``None`` when per-class accuracies are missing.
+    """
     import plotly.graph_objects as go
 
     cols = [(p, d) for p in report.front() if (d := per_class_delta(p, report.baseline))]
@@ -300,6 +309,9 @@ def per_class_plot(report: ParetoReport) -> go.Figure | None:
 
 
 def hypervolume_plot(report: ParetoReport) -> go.Figure | None:
+    """Hypervolume (val accuracy x ReLU fraction removed, normalised by the baseline count)
+    after each trial; ``None`` with fewer than 2 points or a 0-ReLU baseline.
+    """
     import plotly.graph_objects as go
 
     base = report.baseline.relus

@@ -34,6 +34,7 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F
 # --------------------------------------------------------------------------- derived data
 
 def chain_label(chain: list[str]) -> str:
+    """Display label of a technique chain: names joined by ``+``, ``(none)`` when empty."""
     return "+".join(chain) if chain else "(none)"
 
 
@@ -48,6 +49,7 @@ def chain_labels(report: ParetoReport) -> list[str]:
 
 
 def chain_colors(report: ParetoReport) -> dict[str, str]:
+    """Colour (hex) per chain label, from :data:`PALETTE`, cycling past 14 chains."""
     return {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(chain_labels(report))}
 
 
@@ -85,6 +87,7 @@ def stage_kept(point: ParetoPoint) -> dict[str, int]:
 
 
 def stage_order(points: list[ParetoPoint]) -> list[str]:
+    """Stage names in first-seen order over the points' sites."""
     seen: dict[str, None] = {}
     for p in points:
         for s in p.sites:
@@ -93,10 +96,12 @@ def stage_order(points: list[ParetoPoint]) -> list[str]:
 
 
 def over_budget(point: ParetoPoint) -> bool:
+    """True when the point keeps more ReLUs (per sample) than its budget."""
     return point.relus > point.budget
 
 
 def wall_time(report: ParetoReport) -> float | None:
+    """The job's wall time in seconds from the search settings, ``None`` when not recorded."""
     for k in WALL_TIME_KEYS:
         v = report.search.get(k)
         if finite(v):
@@ -105,6 +110,7 @@ def wall_time(report: ParetoReport) -> float | None:
 
 
 def point_label(p: ParetoPoint) -> str:
+    """Short label of a point: ``#trial · ReLU count``."""
     return f"#{p.trial} · {fmt_count(p.relus)}"
 
 
@@ -119,6 +125,7 @@ def fmt_latency(m: MpcMeasurement | None) -> str:
 
 
 def has_mpc(report: ParetoReport) -> bool:
+    """True when at least one point has an MPC measurement."""
     return any(p.mpc is not None for p in report.points)
 
 

@@ -44,6 +44,8 @@ class MpcMeasurement(_Model):
 
 
 class SiteKept(_Model):
+    """Per-sample element counts of one site by kind (``elements`` = all of them)."""
+
     name: str
     stage: str
     elements: int
@@ -86,6 +88,10 @@ class ParetoPoint(_Model):
 
 
 class Baseline(_Model):
+    """The unreduced model: ReLUs and MACs per sample, accuracies (fractions), per-class
+    test accuracy, optional artifact path and MPC measurement.
+    """
+
     arch: dict[str, Any]
     relus: int
     macs: int
@@ -119,6 +125,10 @@ class LatencyBudgetAnswer(_Model):
 
 
 class ParetoReport(_Model):
+    """``pareto.json``: a job's settings, baseline and every evaluated point; the source all
+    renderers (HTML, PNG, CSV) read.
+    """
+
     schema_version: Literal[1] = SCHEMA_VERSION
     title: str
     created_at: str                     # ISO 8601 UTC
@@ -139,4 +149,5 @@ class ParetoReport(_Model):
     latency_answers: list[LatencyBudgetAnswer] = Field(default_factory=list)
 
     def front(self) -> list[ParetoPoint]:
+        """The Pareto-front points, by increasing ReLU count."""
         return sorted((p for p in self.points if p.pareto), key=lambda p: p.relus)

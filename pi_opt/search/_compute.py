@@ -25,6 +25,7 @@ def phase_of(name: str) -> str:
 
 
 def empty() -> dict[str, float]:
+    """A zeroed ``{"epochs", "images", "seconds"}`` accumulator."""
     return {"epochs": 0, "images": 0, "seconds": 0.0}
 
 
@@ -37,6 +38,9 @@ class ComputeMeter:
         self.mark = time.perf_counter()
 
     def wrap(self, progress: ProgressFn | None) -> ProgressFn:
+        """A progress callback that counts each epoch event (epochs, images, seconds since the
+        last mark) into its phase, then forwards the event to ``progress``.
+        """
         def observe(event: dict[str, Any]) -> None:
             if "type" not in event and "epoch" in event and "phase" in event:
                 now = time.perf_counter()
@@ -51,6 +55,7 @@ class ComputeMeter:
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
+        """Context manager adding the wall seconds of its block to ``phase``."""
         t0 = time.perf_counter()
         try:
             yield
@@ -59,10 +64,12 @@ class ComputeMeter:
             self.mark = time.perf_counter()
 
     def totals(self) -> dict[str, dict[str, float]]:
+        """Per-phase totals, seconds rounded to ms."""
         return {p: {**v, "seconds": round(v["seconds"], 3)} for p, v in self.phases.items()}
 
 
 def add(into: dict[str, float], part: Mapping[str, Any]) -> None:
+    """Add ``part``'s epochs, images and seconds into ``into`` (missing keys count as 0)."""
     for k in ("epochs", "images", "seconds"):
         into[k] = into.get(k, 0) + (part.get(k) or 0)
 

@@ -28,6 +28,7 @@ class ChainSpec(BaseModel):
 
     @property
     def label(self) -> str:
+        """The chain as ``name+name+...``."""
         return "+".join(self.chain)
 
 
@@ -154,5 +155,8 @@ class SearchConfig(BaseModel):
         return self.pruning if len(self.budgets) >= 2 else "none"
 
     def absolute_budgets(self, baseline_relus: int) -> list[int]:
+        """Budgets as sorted, distinct per-sample ReLU counts: values <= 1 are fractions of
+        ``baseline_relus`` (rounded, at least 1), larger values are counts.
+        """
         out = {max(1, int(round(b * baseline_relus))) if b <= 1 else int(b) for b in self.budgets}
         return sorted(out)

@@ -22,6 +22,7 @@ CURVES = "curves"
 
 
 def bucket_key(budget: int) -> str:
+    """Storage key of a budget's bucket (the count as a decimal string)."""
     return str(int(budget))
 
 

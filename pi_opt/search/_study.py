@@ -22,7 +22,8 @@ STALE_ERROR = "worker died (stale trial)"
 
 
 def make_storage(storage: str | None, workdir: Path) -> optuna.storages.BaseStorage:
-    """Journal file in the job directory by default; RDB (with heartbeats) for a URL."""
+    """Optuna storage of a job: ``<workdir>/optuna.journal`` when ``storage`` is None, else
+    an RDB at the URL ``storage`` (10 s heartbeats, a failed trial retried up to 2 times)."""
     if storage is None:
         backend = optuna.storages.journal.JournalFileBackend(str(workdir / "optuna.journal"))
         return optuna.storages.JournalStorage(backend)
@@ -34,6 +35,9 @@ def make_storage(storage: str | None, workdir: Path) -> optuna.storages.BaseStor
 
 
 def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named by ``config.sampler`` (NSGA-II, random, else multivariate
+    TPE), seeded with ``config.seed``.
+    """
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=config.seed)
     if config.sampler == "random":

@@ -164,6 +164,7 @@ def site_cost(name: str, costs: dict[str, float]) -> float:
 
 
 def state_snapshot(model: nn.Module, extra: list[Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:
+    """Detached copies of the model's state dict and of the ``extra`` tensors (e.g. masks)."""
     return ({k: v.detach().clone() for k, v in model.state_dict().items()},
             [t.detach().clone() for t in extra])
 
@@ -181,6 +182,9 @@ def finetune_or_eval(ctx: TechniqueContext, cand: Candidate, epochs: int,
 
 def search_train_config(ctx: TechniqueContext, *, epochs: int, lr: float, weight_decay: float,
                         schedule: str, kd_temperature: float) -> TrainConfig:
+    """The mask-search training config: the fine-tune config with Adam, the given epochs,
+    learning rate, weight decay, schedule and KD temperature, no best-on-val selection.
+    """
     return ctx.finetune.model_copy(update={
         "epochs": epochs, "optimizer": "adam", "lr": lr, "weight_decay": weight_decay,
         "schedule": schedule, "select_on_val": False, "kd_temperature": kd_temperature,
@@ -188,6 +192,7 @@ def search_train_config(ctx: TechniqueContext, *, epochs: int, lr: float, weight
 
 
 def weights_group(model: nn.Module) -> dict[str, Any]:
+    """Optimizer parameter group of the model's trainable weights."""
     return {"params": [p for p in model.parameters() if p.requires_grad]}
 
 

@@ -199,6 +199,9 @@ class AutoReP(Technique):
 
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
+        """Search space: hinge weight ``lam``, mask learning-rate scale, threshold (log-uniform)
+        and mask granularity.
+        """
         return {
             "lam": trial.suggest_float(f"{prefix}lam", 3.0, 100.0, log=True),
             "mask_lr_scale": trial.suggest_float(f"{prefix}mask_lr_scale", 0.3, 3.0, log=True),
@@ -266,6 +269,10 @@ class AutoReP(Technique):
 
     # ---- run -------------------------------------------------------------------
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
+        """Learn gates choosing ReLU or polynomial per position under a density hinge, cut to
+        ``budget`` kept ReLUs per sample and fine-tune; one candidate (the start, evaluated,
+        when it already meets the budget). Raises BudgetError for a negative budget.
+        """
         cfg = self.config
         mr = begin_mask_run(ctx, start, budget=budget, granularity=cfg.granularity,
                             finetune_epochs=cfg.finetune_epochs)

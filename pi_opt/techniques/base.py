@@ -98,6 +98,7 @@ class TechniqueContext:
     fairness_weight: float = 0.0
 
     def emit(self, **event: Any) -> None:
+        """Send one progress event (the keyword arguments as a dict) to ``progress``, if set."""
         if self.progress is not None:
             self.progress(event)
 
@@ -125,12 +126,15 @@ class Candidate:
     notes: dict[str, Any] = field(default_factory=dict)
 
     def relus(self) -> int:
+        """Per-sample ReLU count (elements still computed as exact ReLU) at ``spec.input_shape``."""
         return profile_model(self.model, self.spec.input_shape).relus
 
     def profile(self) -> ModelProfile:
+        """Full per-sample profile (ReLUs, MACs, per-site kinds) at ``spec.input_shape``."""
         return profile_model(self.model, self.spec.input_shape)
 
     def clone(self) -> Candidate:
+        """Deep copy of the model, spec, history and notes (``val_accuracy`` carried over)."""
         return Candidate(model=copy.deepcopy(self.model), spec=self.spec.model_copy(deep=True),
                          history=copy.deepcopy(self.history), val_accuracy=self.val_accuracy,
                          notes=dict(self.notes))
@@ -223,6 +227,7 @@ class Technique(ABC):
         return [PlannedPhase("finetune", inputs.finetune.epochs)]
 
     def step_record(self, **extra: Any) -> dict[str, Any]:
+        """One recipe history entry: ``{"technique", "params" (the config as JSON), **extra}``."""
         return {"technique": self.name, "params": self.config.model_dump(mode="json"), **extra}
 
 
@@ -230,24 +235,35 @@ TECHNIQUES: Registry[type[Technique]] = Registry("technique")
 
 
 def register_technique(cls: type[Technique]) -> type[Technique]:
+    """Class decorator: add ``cls`` to :data:`TECHNIQUES` under ``cls.name``.
+
+    Raises ValueError when another class is already registered under that name.
+    """
     TECHNIQUES.register(cls.name)(cls)
     return cls
 
 
 def list_techniques() -> list[str]:
+    """Registered technique names, sorted."""
     return TECHNIQUES.names()
 
 
 def create_technique(name: str, **config: Any) -> Technique:
+    """Instantiate the technique ``name`` (case-insensitive) with keyword ``config``.
+
+    Raises UnknownNameError for an unknown name, ConfigError for an invalid config.
+    """
     return TECHNIQUES.get(name)(**config)
 
 
 def baseline_candidate(ctx: TechniqueContext) -> Candidate:
-    """A fresh copy of the teacher as the starting point of a chain."""
+    """A deep copy of the teacher (and of the job's spec), empty history, NaN val accuracy:
+    the starting point of a chain."""
     return Candidate(model=copy.deepcopy(ctx.teacher), spec=ctx.spec.model_copy(deep=True),
                      history=[], val_accuracy=float("nan"))
 
 
 def device_of(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")

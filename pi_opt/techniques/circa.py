@@ -175,6 +175,7 @@ class Circa(Technique):
 
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
+        """Search space: accuracy-drop ``tolerance`` (fraction) and the per-site refinement flag."""
         return {
             "tolerance": trial.suggest_categorical(f"{prefix}tolerance",
                                                    [0.0, 0.005, 0.01, 0.02]),

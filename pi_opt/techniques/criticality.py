@@ -77,6 +77,7 @@ class StageCriticality(BaseModel):
     order: list[str]
 
     def most_critical_first(self) -> list[str]:
+        """Stage labels, most critical (highest score) first."""
         return list(reversed(self.order))
 
 
@@ -123,6 +124,7 @@ def ensure_materialized(model: nn.Module, input_shape: tuple[int, ...]) -> None:
 
 
 def kinds_snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """Detached copies of every site's ``kinds`` map, by site name."""
     return {n: s.kinds.detach().clone() for n, s in iter_sites(model)}
 
 
@@ -178,6 +180,7 @@ def data_fingerprint(data: DataBundle) -> str:
 
 
 def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 (hex) of the model's state dict: every key and tensor's bytes, sorted by key."""
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -193,6 +196,9 @@ def _train_config(ctx: TechniqueContext, epochs: int) -> TrainConfig:
 
 
 def criticality_key(ctx: TechniqueContext, *, epochs: int, init: CriticalityInit) -> str:
+    """Cache key (32 hex chars) of a criticality profile: architecture, input shape, classes,
+    data and teacher fingerprints, training settings and init.
+    """
     payload = {
         "version": CACHE_VERSION,
         "arch": ctx.spec.arch.model_dump(mode="json"),
@@ -208,6 +214,7 @@ def criticality_key(ctx: TechniqueContext, *, epochs: int, init: CriticalityInit
 
 
 def cache_path(ctx: TechniqueContext, key: str) -> Path:
+    """``<workdir>/criticality/<key>.json``."""
     return Path(ctx.workdir) / "criticality" / f"{key}.json"
 
 
@@ -224,6 +231,9 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def load_cached(path: Path) -> StageCriticality | None:
+    """The cached profile at ``path``, or ``None`` when missing, unreadable, invalid or of
+    another cache version.
+    """
     try:
         crit = StageCriticality.model_validate_json(path.read_bytes())
     except (OSError, ValueError):

@@ -73,9 +73,11 @@ class Plan:
 
     @property
     def arch_changed(self) -> bool:
+        """True when width or input resolution differ from the start (the model is retrained)."""
         return self.alpha != 1.0 or self.input_downsample != 1
 
     def describe(self) -> dict[str, Any]:
+        """JSON-ready summary of the plan (culled stages, thinning, alpha, downsampling, counts)."""
         return {"culled": list(self.culled), "thin": self.thin, "alpha": self.alpha,
                 "input_downsample": self.input_downsample, "relus": self.relus,
                 "macs": self.macs, "fallback": self.fallback,
@@ -285,6 +287,7 @@ _ALPHA_SETS = {"1": (1.0,), "1,0.5": (1.0, 0.5), "1,0.5,0.25": (1.0, 0.5, 0.25)}
 
 
 def thin_options(mode: ThinMode) -> tuple[bool, ...]:
+    """Thinning settings to try for ``mode``: both, only on, or only off."""
     return {"auto": (False, True), "always": (True,), "never": (False,)}[mode]
 
 
@@ -299,6 +302,7 @@ class DeepReDuce(Technique):
 
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
+        """Search space: thinning mode, channel-scale set ``alphas`` and KD temperature."""
         return {
             "thin": trial.suggest_categorical(f"{prefix}thin", ["auto", "always", "never"]),
             "alphas": _ALPHA_SETS[trial.suggest_categorical(f"{prefix}alphas",
@@ -317,6 +321,11 @@ class DeepReDuce(Technique):
                 PlannedPhase("train", max(epochs, scratch), bound=scratch > epochs)]
 
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
+        """Cull least-critical stages (thin, scale channels, downsample input as needed) to at
+        most ``budget`` ReLUs per sample and KD-train; one candidate.
+
+        Raises BudgetError for a negative budget.
+        """
         cfg = self.config
         if budget < 0:
             raise BudgetError(f"budget must be >= 0, got {budget}")

@@ -127,6 +127,9 @@ def resnet_layout(spec: ModelSpec) -> dict[str, Any]:
 
 def hybrenet_spec(base: ModelSpec, layout: dict[str, Any], base_width: int,
                   multipliers: Sequence[float]) -> ModelSpec:
+    """The HybReNet spec of ``layout`` (blocks, stem ReLU, downsampling) at ``base_width``
+    and per-stage width ``multipliers``, keeping ``base``'s input channels and classes.
+    """
     kwargs: dict[str, Any] = {
         "in_channels": base.input_shape[0], "num_classes": base.num_classes,
         "base_width": int(base_width), "multipliers": [m for m in multipliers],
@@ -252,6 +255,7 @@ class DeepReShape(Technique):
 
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
+        """Search space: target multiplier, budget filling and KD temperature."""
         return {
             "target_multiplier": trial.suggest_categorical(f"{prefix}target_multiplier",
                                                            [1.0, 1.5, 2.0, 4.0]),
@@ -274,6 +278,11 @@ class DeepReShape(Technique):
                              else cfg.finetune_epochs)]
 
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
+        """Redesign the backbone as a HybReNet of at most ``budget`` ReLUs per sample and
+        KD-train it from scratch; one candidate.
+
+        Raises BudgetError for a negative budget, ConfigError when not first in a chain.
+        """
         cfg = self.config
         if budget < 0:
             raise BudgetError(f"budget must be >= 0, got {budget}")

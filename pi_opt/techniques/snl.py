@@ -158,6 +158,9 @@ class SNL(Technique):
 
     @classmethod
     def suggest(cls, trial: Any, prefix: str) -> dict[str, Any]:
+        """Search space: initial L1 weight ``lambda_init``, mask learning-rate scale, threshold
+        (log-uniform) and mask granularity.
+        """
         return {
             "lambda_init": trial.suggest_float(f"{prefix}lambda_init", SNL_PAPER_LAMBDA / 10,
                                                SNL_PAPER_LAMBDA * 10, log=True),
@@ -175,6 +178,10 @@ class SNL(Technique):
                 PlannedPhase("finetune", ft * max(1, inputs.budgets_per_trial))]
 
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
+        """Linearize positions (L1-penalised coefficients) down to ``budget`` ReLUs per sample and
+        KD fine-tune; with harvest budgets, also a candidate for each one passed on the way
+        (first = ``budget``). Raises BudgetError for a negative budget.
+        """
         cfg = self.config
         mr = begin_mask_run(ctx, start, budget=budget, granularity=cfg.granularity,
                             finetune_epochs=cfg.finetune_epochs)

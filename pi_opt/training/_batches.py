@@ -37,12 +37,15 @@ class Generators:
                        else self.host)
 
     def on(self, dev: torch.device) -> torch.Generator:
+        """The generator to draw on for tensors on ``dev`` (``host`` for CPU, else ``device``)."""
         return self.host if dev.type == "cpu" else self.device
 
     def state(self) -> dict[str, Tensor]:
+        """Both generator states (``{"host", "device"}`` uint8 tensors) for a checkpoint."""
         return {"host": self.host.get_state(), "device": self.device.get_state()}
 
     def load(self, state: dict[str, Tensor]) -> None:
+        """Restore the states saved by :meth:`state`."""
         self.host.set_state(state["host"])
         if self.device is not self.host:
             self.device.set_state(state["device"])
@@ -54,7 +57,9 @@ class Batches(Protocol):
     n: int
 
     def epoch(self, gens: Generators, augment: AugmentFn | None) -> Iterator[
-            tuple[Tensor, Tensor]]: ...
+            tuple[Tensor, Tensor]]:
+        """One shuffled pass: ``(x [B, C, H, W] float, y [B] int64)`` on the training device."""
+        ...
 
 
 def is_streaming(data: Any) -> bool:
@@ -114,6 +119,9 @@ class ResidentBatches:
 
     def epoch(self, gens: Generators, augment: AugmentFn | None
               ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One shuffled pass over the resident split: ``(x [B, C, H, W] float, y [B] int64)`` on
+        the training device, normalized and augmented; the last batch may be smaller.
+        """
         gen = gens.on(self.dev)
         perm = torch.randperm(self.n, generator=gens.on(self.x.device), device=self.x.device)
         for i in range(0, self.n, self.batch_size):
@@ -147,6 +155,7 @@ class StreamingBatches:
         self.workers = _stream_workers(workers)
 
     def loader(self, sampler_gen: torch.Generator | None) -> DataLoader[Any]:
+        """A ``DataLoader`` over the streamed split, shuffled when ``sampler_gen`` is given."""
         w = self.workers
         return DataLoader(
             self.data, batch_size=self.batch_size, shuffle=sampler_gen is not None,
@@ -155,6 +164,9 @@ class StreamingBatches:
 
     def epoch(self, gens: Generators, augment: AugmentFn | None
               ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One shuffled pass decoded by the loader workers: ``(x [B, C, H, W] float, y [B])``
+        moved to the training device, normalized and augmented there.
+        """
         gen = gens.on(self.dev)
         seed = int(torch.randint(0, 2**62, (1,), generator=gens.host))
         for xb, yb in self.loader(torch.Generator().manual_seed(seed)):

@@ -57,7 +57,8 @@ class TrainConfig(BaseModel):
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
+    """``auto`` -> cuda when available, else cpu; any other name -> ``torch.device(name)``
+    (RuntimeError for a name torch does not know)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

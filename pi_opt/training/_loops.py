@@ -54,6 +54,9 @@ class TrainHooks:
 
 @dataclass
 class EvalResult:
+    """One evaluation: accuracy (fraction), mean loss per sample, per-class accuracy
+    (fractions, NaN for a class with no samples) and ``n`` samples counted."""
+
     accuracy: float
     loss: float
     per_class: list[float]
@@ -62,6 +65,10 @@ class EvalResult:
 
 @dataclass
 class TrainResult:
+    """One training run: best val accuracy (fraction), epochs run, wall seconds, and
+    per-epoch history.
+    """
+
     best_val_accuracy: float
     epochs_run: int
     seconds: float
@@ -78,8 +85,10 @@ def evaluate(
 ) -> EvalResult:
     """Top-1 accuracy, mean CE loss and per-class accuracy (eval mode).
 
-    ``data`` is a ``TensorDataset`` or a streaming image data set; counts are accumulated
-    on the device and read once at the end.
+    ``data`` is a ``TensorDataset`` (``x`` ``[N, C, H, W]``, ``y`` ``[N]`` int64) or a
+    streaming image data set, evaluated in batches of ``batch_size`` samples; counts are
+    accumulated on the device and read once at the end. The model's train/eval mode is
+    restored afterwards; it is left on the evaluation device.
     """
     dev = resolve_device(device)
     k = num_classes or _num_classes(data)

@@ -29,6 +29,7 @@ class PrecisionPlan:
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
+        """Context manager: autocast to ``dtype`` on the device, or nothing for fp32."""
         if self.dtype is None:
             yield
             return

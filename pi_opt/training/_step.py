@@ -15,7 +15,10 @@ from pi_opt.training._precision import PrecisionPlan, maybe_compile
 
 
 def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    """Hinton distillation: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, batch mean (fp32)."""
+    """Hinton distillation: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, batch mean (fp32).
+
+    ``student`` and ``teacher`` are logits ``[B, K]``; returns a scalar tensor.
+    """
     t = temperature
     return F.kl_div(
         F.log_softmax(student.float() / t, dim=1), F.softmax(teacher.float() / t, dim=1),
@@ -44,6 +47,9 @@ class Stepper:
         self.params = [p for g in opt.param_groups for p in g["params"]]
 
     def step(self, x: Tensor, y: Tensor, loss_sum: Tensor, hits: Tensor) -> None:
+        """One optimizer step on ``x`` ``[B, C, H, W]`` / ``y`` ``[B]``; adds the batch's summed
+        loss and correct count to the device scalars ``loss_sum`` and ``hits``.
+        """
         if self.compiled and tuple(x.shape) not in self.shapes:
             self.shapes.add(tuple(x.shape))
             buffers = {k: v.clone() for k, v in self.model.named_buffers()}

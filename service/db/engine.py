@@ -62,17 +62,21 @@ class Database:
 
     @property
     def is_postgres(self) -> bool:
+        """True when the engine is PostgreSQL (else SQLite)."""
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        """A session for reads (no transaction is committed)."""
         with self._read() as session:
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
+        """A session inside one transaction: committed on exit, rolled back on an exception."""
         with self._write() as session, session.begin():
             yield session
 
     def dispose(self) -> None:
+        """Close every pooled connection of the engine."""
         self.engine.dispose()

@@ -25,6 +25,7 @@ ACTIVE = ("queued", "running", "cancelling")
 
 
 def utcnow() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
     return datetime.now(UTC)
 
 
@@ -35,6 +36,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store ``value`` as UTC (naive on SQLite); raises ValueError for a naive datetime."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -43,12 +45,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read a stored datetime back as timezone-aware UTC."""
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
+    """Declarative base of the service tables (datetimes as UTC, dicts and lists as JSON)."""
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
 
@@ -66,6 +70,7 @@ class ApiKey(Base):
 
 
 class Job(Base):
+    """A submitted search job: owner, spec, status, attempts, progress, error problem, result."""
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_principal_created", "principal_id", "created_at", "id"),
@@ -109,6 +114,7 @@ class JobEvent(Base):
 
 
 class Upload(Base):
+    """An uploaded dataset or model; ``size`` in bytes as uploaded, ``stored_bytes`` on disk."""
     __tablename__ = "uploads"
     __table_args__ = (Index("ix_uploads_principal_created", "principal_id", "created_at", "id"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -126,6 +132,7 @@ class Upload(Base):
 
 
 class IdempotencyKey(Base):
+    """An ``Idempotency-Key`` of a job submission: same key and body give the same job."""
     __tablename__ = "idempotency_keys"
     principal_id: Mapped[str] = mapped_column(
         ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)

@@ -99,10 +99,12 @@ class Attempt:
 
     @property
     def pid(self) -> int:
+        """Process id of the attempt's job-runner process."""
         assert self.process.pid is not None
         return self.process.pid
 
     def alive(self) -> bool:
+        """True while the job-runner process runs."""
         return self.process.is_alive()
 
     def drain(self, max_items: int = 2000) -> list[dict[str, Any]]:
@@ -120,6 +122,7 @@ class Attempt:
         return events
 
     def request_stop(self) -> None:
+        """Ask the runner to stop (once); the time is kept for escalation."""
         if self.stop_requested_at is None:
             self.stop_requested_at = time.monotonic()
             self._stop.set()
@@ -137,6 +140,7 @@ class Attempt:
             self.process.kill()
 
     def close(self) -> None:
+        """Join the process (5 s), kill it if still alive, close the event pipe."""
         self.process.join(timeout=5)
         if self.process.is_alive():
             self.process.kill()

@@ -73,6 +73,7 @@ class Supervisor:
     # ------------------------------------------------------------------ loop
 
     def run(self) -> None:
+        """Loop until :meth:`stop`: recover orphans, then step every ``poll_interval_s`` seconds."""
         log.info("supervisor %s started", self.name)
         try:
             self.recover_orphans()
@@ -89,6 +90,7 @@ class Supervisor:
         self._shutdown()
 
     def step(self) -> None:
+        """One pass: sweep stale jobs when due, pump running attempts, claim queued jobs."""
         now = time.monotonic()
         if now - self._last_sweep >= self.settings.heartbeat_interval_s:
             self._last_sweep = now
@@ -99,6 +101,7 @@ class Supervisor:
             pass
 
     def stop(self) -> None:
+        """Ask :meth:`run` to stop (and wake it)."""
         self.stopping.set()
         self.wake.set()
 
@@ -268,16 +271,19 @@ class LocalExecutor(Executor):
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the supervisor thread (when this process runs an embedded worker)."""
         if self.supervisor is not None:
             self._thread = threading.Thread(target=self.supervisor.run, name="pi-opt-supervisor",
                                             daemon=True)
             self._thread.start()
 
     def after_commit(self, job_id: str) -> None:
+        """Wake the supervisor after job ``job_id`` was committed."""
         if self.supervisor is not None:
             self.supervisor.wake.set()
 
     def stop(self) -> None:
+        """Stop the supervisor; waits up to ``cancel_grace_s + 30`` seconds."""
         if self.supervisor is not None and self._thread is not None:
             self.supervisor.stop()
             self._thread.join(timeout=self.settings.cancel_grace_s + 30)

@@ -63,6 +63,7 @@ def libpq_dsn(url: str) -> str:
 
 
 def optuna_schema(job_id: str) -> str:
+    """PostgreSQL schema of a job's Optuna storage; raises ValueError for an unsafe id."""
     if not job_id.replace("_", "").isalnum():
         raise ValueError(f"unsafe job id {job_id!r}")
     return f"optuna_{job_id}"
@@ -143,15 +144,18 @@ class ProcrastinateExecutor(Executor):
         self.app = _sync_app()
 
     def on_submit(self, session: Session, job: Job) -> None:
+        """Queue the job's ``prepare`` task in ``session``."""
         row = JobTask(job_id=job.id, kind="prepare", shard=0, state="queued")
         session.add(row)
         defer_row(session, self.app, row)
 
     def on_cancel(self, session: Session, job: Job) -> None:
+        """Mark the job canceled at once when none of its tasks runs yet."""
         if _running_tasks(session, job.id) == 0:
             transition(session, job, "canceled", reason="canceled before any task started")
 
     def on_delete(self, job_id: str) -> None:
+        """Drop the job's Optuna schema."""
         with self.db.write() as s:
             s.execute(text(f'DROP SCHEMA IF EXISTS "{optuna_schema(job_id)}" CASCADE'))
 
@@ -201,6 +205,7 @@ class TaskRunner:
                                   storage=optuna_storage(self.settings, job.id))
 
     def run(self, task_id: int, should_abort: Any = None) -> None:
+        """Run queue task ``task_id`` in a child process, recording events and heartbeats."""
         payload = self._claim(task_id)
         if payload is None:
             return
@@ -293,6 +298,7 @@ class Reconciler:
         self.sync_app = _sync_app()
 
     async def run_forever(self) -> None:
+        """Call :meth:`once` every ``2 * heartbeat_interval_s`` seconds, forever."""
         while True:
             try:
                 await self.once()
@@ -301,6 +307,7 @@ class Reconciler:
             await asyncio.sleep(self.settings.heartbeat_interval_s * 2)
 
     async def once(self) -> None:
+        """Retry queue jobs of dead workers (no heartbeat for ``stale_after_s`` s), then sweep."""
         stalled = await self.app.job_manager.get_stalled_jobs(
             queue=QUEUE, seconds_since_heartbeat=self.settings.stale_after_s)
         for pjob in stalled:

@@ -29,4 +29,5 @@ def create_demo(job_id: str, body: DemoCreate, response: Response, demos: DemosD
 
 @router.get("/demos/{demo_id}", responses={401: PROBLEM, 404: PROBLEM})
 def get_demo(job_id: str, demo_id: str, demos: DemosDep, principal: PrincipalDep) -> DemoPublic:
+    """A demo of the job: its status and, once done, its result or problem (404 if unknown)."""
     return to_public(demos.get(principal, job_id, demo_id))

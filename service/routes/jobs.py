@@ -65,6 +65,7 @@ def list_jobs(
 
 @router.get("/{job_id}", responses={401: PROBLEM, 404: PROBLEM})
 def get_job(job_id: str, response: Response, db: DbDep, principal: PrincipalDep) -> JobPublic:
+    """The job, with progress; a `Retry-After` header while it is not finished (404 if unknown)."""
     job = jobs.get_job(db, principal, job_id)
     if job.status not in TERMINAL:
         response.headers["Retry-After"] = RETRY_AFTER_S

@@ -61,6 +61,7 @@ async def put_model_spec(upload_id: str, spec: Annotated[dict[str, Any], Body()]
 def list_uploads(request: Request, response: Response, db: DbDep, principal: PrincipalDep,
                  limit: Annotated[int, Query(ge=1, le=100)] = 20,
                  cursor: str | None = None) -> UploadsPage:
+    """Your uploads, newest first, `limit` per page; a `Link` header to the next page."""
     rows, nxt = uploads.list_uploads(db, principal, limit=limit, cursor=cursor)
     if nxt:
         q = urlencode({"limit": limit, "cursor": nxt})
@@ -70,6 +71,7 @@ def list_uploads(request: Request, response: Response, db: DbDep, principal: Pri
 
 @router.get("/{upload_id}", responses={401: PROBLEM, 404: PROBLEM})
 def get_upload(upload_id: str, db: DbDep, principal: PrincipalDep) -> UploadPublic:
+    """One upload (404 if unknown)."""
     return uploads.to_public(uploads.get_upload(db, principal, upload_id))
 
 

@@ -27,6 +27,7 @@ def _fk(col: str, target: str) -> sa.ForeignKeyConstraint:
 
 
 def upgrade() -> None:
+    """Create api_keys, jobs, uploads, demos, idempotency_keys, job_events, job_tasks."""
     op.create_table(
         "api_keys",
         sa.Column("id", sa.String(40), primary_key=True),
@@ -138,6 +139,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drop every table of this revision."""
     for table in ("job_tasks", "job_events", "idempotency_keys", "demos", "uploads", "jobs",
                   "api_keys"):
         op.drop_table(table)

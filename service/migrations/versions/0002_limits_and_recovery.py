@@ -17,6 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """Add api_keys.expires_at, jobs.recoveries, jobs.artifact_bytes, uploads.stored_bytes."""
     with op.batch_alter_table("api_keys") as t:
         t.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("jobs") as t:
@@ -30,6 +31,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drop the columns added by :func:`upgrade`."""
     with op.batch_alter_table("uploads") as t:
         t.drop_column("stored_bytes")
     with op.batch_alter_table("jobs") as t:
