@@ -46,8 +46,8 @@ from pi_opt.techniques.base import (
     register_technique,
 )
 from pi_opt.techniques.criticality import (
-    CriticalityInit, apply_keep, criticality_phase, kinds_snapshot, stage_criticality,
-    train_kd_or_eval,
+    CriticalityInit, StageCriticality, apply_keep, criticality_phase, kinds_snapshot,
+    stage_criticality, train_kd_or_eval,
 )
 from pi_opt.techniques.deepreduce import (
     ThinMode, all_relu, build_prepared, choose_plan, enumerate_plans, thin_options,
@@ -244,6 +244,22 @@ class DeepReShapeConfig(TechniqueConfig):
         return v
 
 
+def _width_sweep(base: ModelSpec, layout: dict[str, Any], mults: Sequence[float], *,
+                 widths: Sequence[int], target: float
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The HybReNet base width to build: the smallest ReLU count >= ``target`` (else the
+    largest), with the whole sweep (``base_width``, ``relus``, ``macs`` per option)."""
+    sweep = []
+    for c in widths:
+        hspec = hybrenet_spec(base, layout, c, mults)
+        relus, macs = meta_relus(hspec)
+        sweep.append({"base_width": c, "relus": relus, "macs": macs})
+    above = [r for r in sweep if r["relus"] >= target]
+    pick = (min(above, key=lambda r: (r["relus"], r["base_width"])) if above
+            else max(sweep, key=lambda r: (r["relus"], -r["base_width"])))
+    return pick, sweep
+
+
 @register_technique
 class DeepReShape(Technique):
     """HybReNet by ReLU equalization + width sweep, trained with KD, culled to the budget."""
@@ -277,6 +293,28 @@ class DeepReShape(Technique):
                 PlannedPhase("finetune", ft if cfg.finetune_epochs is None
                              else cfg.finetune_epochs)]
 
+    def _multipliers(self, ctx: TechniqueContext, stages: list[str], crit: StageCriticality
+                     ) -> tuple[tuple[float, ...], str]:
+        """Per-stage width multipliers (one per stage after the first) and the rule that
+        chose them (``config`` or ``relu-equalization``); raises ConfigError."""
+        cfg = self.config
+        if cfg.multipliers is not None:
+            if len(cfg.multipliers) != len(stages) - 1:
+                raise ConfigError(f"multipliers needs {len(stages) - 1} values for "
+                                  f"{len(stages)} stages, got {list(cfg.multipliers)}")
+            mults: tuple[float, ...] = tuple(cfg.multipliers)
+            rule = "config"
+        else:
+            missing = [s for s in stages if s not in crit.order]
+            if missing:
+                raise ConfigError(f"criticality profile lacks stages {missing}")
+            ranked = [s for s in crit.most_critical_first() if s in stages]
+            per_channel = relus_per_channel(ctx.baseline_profile, stages)
+            mults = equalization_multipliers([stages.index(s) for s in ranked], per_channel,
+                                             max_multiplier=cfg.max_multiplier)
+            rule = "relu-equalization"
+        return mults, rule
+
     def run(self, ctx: TechniqueContext, start: Candidate, *, budget: int) -> list[Candidate]:
         """Redesign the backbone as a HybReNet of at most ``budget`` ReLUs per sample and
         KD-train it from scratch; one candidate.
@@ -295,33 +333,9 @@ class DeepReShape(Technique):
         crit = stage_criticality(ctx, epochs=cfg.criticality_epochs, init=cfg.criticality_init,
                                  technique=self.name)
 
-        # 1. multipliers
-        if cfg.multipliers is not None:
-            if len(cfg.multipliers) != len(stages) - 1:
-                raise ConfigError(f"multipliers needs {len(stages) - 1} values for "
-                                  f"{len(stages)} stages, got {list(cfg.multipliers)}")
-            mults: tuple[float, ...] = tuple(cfg.multipliers)
-            rule = "config"
-        else:
-            missing = [s for s in stages if s not in crit.order]
-            if missing:
-                raise ConfigError(f"criticality profile lacks stages {missing}")
-            ranked = [s for s in crit.most_critical_first() if s in stages]
-            per_channel = relus_per_channel(ctx.baseline_profile, stages)
-            mults = equalization_multipliers([stages.index(s) for s in ranked], per_channel,
-                                             max_multiplier=cfg.max_multiplier)
-            rule = "relu-equalization"
-
-        # 2. base width
-        target = cfg.target_multiplier * budget
-        sweep = []
-        for c in cfg.base_widths:
-            hspec = hybrenet_spec(base, layout, c, mults)
-            relus, macs = meta_relus(hspec)
-            sweep.append({"base_width": c, "relus": relus, "macs": macs})
-        above = [r for r in sweep if r["relus"] >= target]
-        pick = (min(above, key=lambda r: (r["relus"], r["base_width"])) if above
-                else max(sweep, key=lambda r: (r["relus"], -r["base_width"])))
+        mults, rule = self._multipliers(ctx, stages, crit)
+        pick, sweep = _width_sweep(base, layout, mults, widths=cfg.base_widths,
+                                   target=cfg.target_multiplier * budget)
         hspec = hybrenet_spec(base, layout, pick["base_width"], mults)
         ctx.emit(type="technique", technique=self.name, event="design", multipliers=list(mults),
                  rule=rule, base_width=pick["base_width"], relus=pick["relus"], budget=budget)
