@@ -17,7 +17,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,7 +32,7 @@ from pi_opt.sites import iter_sites, prepare_sites
 
 MANIFEST = "model.json"
 WEIGHTS = "weights.safetensors"
-FORMAT = "pi-opt-model"
+FORMAT: Final = "pi-opt-model"
 
 
 class ArchSpec(BaseModel):

@@ -205,15 +205,16 @@ def plan_data(spec: DatasetSpec, warnings: list[str]) -> DataPlan:
         from pi_opt.data._shapes import NUM_CLASSES
 
         side = spec.image_size or 32
-        train = spec.shapes_train if spec.max_train is None else min(spec.shapes_train,
-                                                                     spec.max_train)
+        n_train = spec.shapes_train if spec.max_train is None else min(spec.shapes_train,
+                                                                       spec.max_train)
         return DataPlan(kind="shapes", path=None, path_exists=None, input_shape=(3, side, side),
-                        num_classes=NUM_CLASSES, train_images=train, val_images=spec.shapes_val,
+                        num_classes=NUM_CLASSES, train_images=n_train, val_images=spec.shapes_val,
                         test_images=spec.shapes_test, sizes_from="config")
     pool, test, shape, k, how = _source_sizes(spec, warnings)
     if shape is not None and spec.image_size is not None:
         shape = (shape[0], spec.image_size, spec.image_size)
-    train = val = None
+    train: int | None = None
+    val: int | None = None
     if pool is not None:
         if test is None:
             test = min(pool - 1, max(1, math.ceil(spec.test_fraction * pool)))
@@ -288,7 +289,7 @@ def time_steps(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
         nhwc = use_channels_last(channels_last, dev)
     model = model.to(dev).train()
     if nhwc:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stub lacks memory_format
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = to_memory_format(torch.randn(batch_size, *input_shape, device=dev), nhwc)
     y = torch.randint(0, num_classes, (batch_size,), device=dev)
@@ -362,7 +363,8 @@ def _stages(model: nn.Module) -> int:
 def _chain_plans(config: SearchConfig, data: DataPlan, timing: TimingPlan | None,
                  n_budgets: int, stages: int) -> tuple[list[ChainPlan], list[PhasePlan]]:
     """Per-chain plans plus the distinct shared phases (counted once per job)."""
-    chains, shared = [], {}
+    chains: list[ChainPlan] = []
+    shared: dict[tuple[str, int], PhasePlan] = {}
     for c in config.techniques:
         phases: list[PhasePlan] = []
         for name in c.chain:

@@ -125,7 +125,8 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelProfil
 
     def pool_hook(m: nn.Module, inp: tuple[torch.Tensor], out: torch.Tensor) -> None:
         nonlocal pool_cmp
-        ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2  # type: ignore[union-attr]
+        assert isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))
+        ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
         pool_cmp += int(out[0].numel()) * (ks[0] * ks[1] - 1)
 
     handles = []

@@ -38,7 +38,7 @@ def add_optimize(sub: Any, make_measure: Any) -> None:
     o = sub.add_parser("optimize", help="search ReLU-reduced networks into a Pareto front",
                        description="Train (or load) the baseline, run the search trials and "
                        "write the report to <workdir>/report/report.html.")
-    from pi_opt.cli import positive_float, positive_int
+    from pi_opt.console.argtypes import positive_float, positive_int
 
     o.add_argument("--config", required=True, metavar="FILE",
                    help="YAML/JSON search config (see configs/)")
@@ -134,7 +134,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 # ---- train -------------------------------------------------------------------------
 def add_train(sub: Any) -> None:
     """``pi-opt train``."""
-    from pi_opt.cli import json_object, positive_float
+    from pi_opt.console.argtypes import json_object, positive_float
 
     t = sub.add_parser("train", help="train an all-ReLU baseline and save it as an artifact",
                        description="Train an all-ReLU network on a data set and save it as "
@@ -185,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---- count -------------------------------------------------------------------------
 def add_count(sub: Any) -> None:
     """``pi-opt count``."""
-    from pi_opt.cli import input_shape, json_object
+    from pi_opt.console.argtypes import input_shape, json_object
 
     c = sub.add_parser("count", help="count ReLUs, polynomial mults and MACs per sample",
                        description="Per-site counts of an artifact, or of a registered "

@@ -8,6 +8,7 @@ Writing re-checks the byte count, so lying size headers cannot exceed the budget
 
 from __future__ import annotations
 
+import functools
 import shutil
 import stat
 import tarfile
@@ -128,7 +129,7 @@ def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
                     f"{archive}: member {info.filename!r} is encrypted; unsupported",
                     path=str(archive),
                 )
-            items.append((parts, info.is_dir(), lambda info=info: zf.open(info)))
+            items.append((parts, info.is_dir(), functools.partial(zf.open, info)))
         _write(dest, items, budget)
 
 

@@ -59,9 +59,9 @@ def decode_image(f: Path, size: int, mode: str) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(f) as im:
-            im = im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+        with Image.open(f) as src:
+            img = src.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         raise _bad_image(f, exc) from None
     return arr.reshape(size, size, 1 if mode == "L" else 3)

@@ -62,11 +62,9 @@ def _check_y(y: np.ndarray, n: int, key: str, src: Path) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def load_npz_raw(path: str | Path) -> RawData:
-    """Read and validate an ``.npz`` (``allow_pickle=False``): ``x`` uint8 or float32
-    ``[N, C, H, W]``, ``y`` int64 in ``0 .. K-1`` (``K = len(class_names)`` or max label + 1).
-    """
-    src = Path(path).expanduser()
+def _read_arrays(src: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``src`` (no pickle); raises DatasetError /
+    UnsafeFormatError for a missing, unreadable or unsafe file or an unknown key."""
     if not src.is_file():
         raise DatasetError(f"npz file {src} does not exist", path=str(src))
     try:
@@ -105,6 +103,37 @@ def load_npz_raw(path: str | Path) -> RawData:
                 raise DatasetError(
                     f"{src}: cannot read array '{key}' ({exc})", path=str(src)
                 ) from None
+    return arrays
+
+
+def _class_names(arrays: dict[str, np.ndarray], max_label: int, src: Path) -> list[str]:
+    """The ``class_names`` array as str (checked against ``max_label``), else ``0..max_label``."""
+    if "class_names" in arrays:
+        cn = arrays["class_names"]
+        if cn.ndim != 1 or not (cn.dtype.kind in "US"):
+            raise DatasetError(
+                f"{src}: 'class_names' must be a 1-D string array, got dtype {cn.dtype} "
+                f"shape {cn.shape}",
+                path=str(src),
+            )
+        names = [v.decode() if isinstance(v, bytes) else str(v) for v in cn.tolist()]
+        if max_label >= len(names):
+            raise DatasetError(
+                f"{src}: label {max_label} is out of range for {len(names)} class_names "
+                f"(labels must be 0..{len(names) - 1})",
+                path=str(src),
+            )
+    else:
+        names = [str(i) for i in range(max_label + 1)]
+    return names
+
+
+def load_npz_raw(path: str | Path) -> RawData:
+    """Read and validate an ``.npz`` (``allow_pickle=False``): ``x`` uint8 or float32
+    ``[N, C, H, W]``, ``y`` int64 in ``0 .. K-1`` (``K = len(class_names)`` or max label + 1).
+    """
+    src = Path(path).expanduser()
+    arrays = _read_arrays(src)
     for key in ("x_train", "y_train"):
         if key not in arrays:
             raise DatasetError(
@@ -131,23 +160,7 @@ def load_npz_raw(path: str | Path) -> RawData:
                 path=str(src),
             )
     max_label = int(max(y.max(), y_test.max() if y_test is not None else 0))
-    if "class_names" in arrays:
-        cn = arrays["class_names"]
-        if cn.ndim != 1 or not (cn.dtype.kind in "US"):
-            raise DatasetError(
-                f"{src}: 'class_names' must be a 1-D string array, got dtype {cn.dtype} "
-                f"shape {cn.shape}",
-                path=str(src),
-            )
-        names = [v.decode() if isinstance(v, bytes) else str(v) for v in cn.tolist()]
-        if max_label >= len(names):
-            raise DatasetError(
-                f"{src}: label {max_label} is out of range for {len(names)} class_names "
-                f"(labels must be 0..{len(names) - 1})",
-                path=str(src),
-            )
-    else:
-        names = [str(i) for i in range(max_label + 1)]
+    names = _class_names(arrays, max_label, src)
     if len(names) < 2:
         raise DatasetError(f"{src}: need at least 2 classes, found {len(names)}", path=str(src))
     return RawData(

@@ -99,7 +99,7 @@ def _clutter(rng: np.random.Generator, img: np.ndarray, grid: np.ndarray) -> Non
         half = rng.uniform(0.03, 0.06, n) * side
         cx, cy = rng.uniform(0, side, (2, n))
         inside = np.maximum(np.abs(grid[1] - cx[:, None, None]), np.abs(grid[0] - cy[:, None, None]))
-        alpha = np.clip(half[:, None, None] + 0.5 - inside, 0.0, 1.0) * (k < count)[:, None, None]
+        alpha = np.clip(half[:, None, None] + 0.5 - inside, 0.0, 1.0) * np.asarray(count > k)[:, None, None]
         _paint(img, alpha, rng.uniform(0.0, 1.0, (n, 3)))
 
 

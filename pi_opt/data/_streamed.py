@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import cast
+
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
 from pi_opt.data._augment import make_augment
 from pi_opt.data._bundle import DataBundle
@@ -67,15 +71,16 @@ def streamed_bundle(index: ImageIndex, spec: DatasetSpec) -> DataBundle:
     sample = to_float_tensor(decode_all(list(pool_p[tr[pick]]), side, index.mode))
     mean, std = channel_stats(sample)
 
-    def split(p: list[object], y: list[int]) -> StreamingImages:
-        return StreamingImages(list(p), [int(v) for v in y], size=side,  # type: ignore[misc]
-                               mode=index.mode, mean=mean, std=std)
+    def split(p: list[Path], y: list[int]) -> TensorDataset:
+        images = StreamingImages(list(p), [int(v) for v in y], size=side,
+                                 mode=index.mode, mean=mean, std=std)
+        return cast(TensorDataset, images)  # duck-typed split (lazy .tensors, see DataBundle)
 
     input_shape = (index.channels, side, side)
     return DataBundle(
-        name=index.name, train=split(list(pool_p[tr]), list(pool_y[tr])),  # type: ignore[arg-type]
+        name=index.name, train=split(list(pool_p[tr]), list(pool_y[tr])),
         val=split(list(pool_p[va]), list(pool_y[va])),
-        test=split(test_p, test_y),  # type: ignore[arg-type]
+        test=split(test_p, test_y),
         num_classes=len(index.class_names), input_shape=input_shape,
         class_names=list(index.class_names), mean=mean, std=std,
         augmenter=make_augment(spec.kind, input_shape, spec.augment))

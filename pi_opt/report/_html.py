@@ -477,6 +477,29 @@ def _compute_text(report: ParetoReport) -> str | None:
             f"{fmt_int(tr.get('count', 0))} trial records)")
 
 
+def _summary_cards(report: ParetoReport, front: list[ParetoPoint]) -> list[dict[str, str]]:
+    """The headline cards (label, value, sub-line) above the tables; ``front`` ascending ReLUs."""
+    base = report.baseline
+    best = max(front, key=lambda p: p.val_accuracy) if front else None
+    return [
+        {"label": "Baseline", "value": fmt_pct(base.test_accuracy),
+         "sub": f"{fmt_count(base.relus)} ReLUs · {fmt_count(base.macs)} MACs"},
+        {"label": "Points evaluated", "value": str(len(report.points)),
+         "sub": f"{len(front)} on the Pareto front · "
+                f"{sum(p.pruned for p in report.points)} pruned · "
+                f"{sum(not p.feasible for p in report.points)} over max_class_drop"},
+        {"label": "Best front point", "value": fmt_pct(best.test_accuracy) if best else "–",
+         "sub": (f"{fmt_count(best.relus)} ReLUs · trial #{best.trial}" if best else
+                 "no front points")},
+        {"label": "Fewest ReLUs on front", "value": fmt_count(front[0].relus) if front
+         else "–", "sub": (f"{fmt_pct(front[0].test_accuracy)} test accuracy" if front
+                           else "")},
+        {"label": "Budgets met", "value": f"{sum(a.met for a in report.answers)}"
+         f"/{len(report.answers)}" if report.answers else "–",
+         "sub": f"{len(report.failures)} failed trial(s)"},
+    ]
+
+
 def build_context(report: ParetoReport, downloads: dict[str, str] | None = None
                   ) -> dict[str, Any]:
     """Everything the template needs, as plain (unescaped) data and figure HTML snippets.
@@ -495,7 +518,6 @@ def build_context(report: ParetoReport, downloads: dict[str, str] | None = None
     raw_sizes = dataset.get("sizes")
     sizes: dict[str, Any] = raw_sizes if isinstance(raw_sizes, dict) else {}
     wt = wall_time(report)
-    best = max(front, key=lambda p: p.val_accuracy) if front else None
     arch = base.arch.get("name") if isinstance(base.arch.get("name"), str) else None
     return {
         "r": report,
@@ -514,23 +536,7 @@ def build_context(report: ParetoReport, downloads: dict[str, str] | None = None
         "software_items": [(str(k), str(v)) for k, v in sorted(report.software.items())],
         "wall_time": fmt_duration(wt) if wt is not None else None,
         "compute": _compute_text(report),
-        "cards": [
-            {"label": "Baseline", "value": fmt_pct(base.test_accuracy),
-             "sub": f"{fmt_count(base.relus)} ReLUs · {fmt_count(base.macs)} MACs"},
-            {"label": "Points evaluated", "value": str(len(report.points)),
-             "sub": f"{len(front)} on the Pareto front · "
-                    f"{sum(p.pruned for p in report.points)} pruned · "
-                    f"{sum(not p.feasible for p in report.points)} over max_class_drop"},
-            {"label": "Best front point", "value": fmt_pct(best.test_accuracy) if best else "–",
-             "sub": (f"{fmt_count(best.relus)} ReLUs · trial #{best.trial}" if best else
-                     "no front points")},
-            {"label": "Fewest ReLUs on front", "value": fmt_count(front[0].relus) if front
-             else "–", "sub": (f"{fmt_pct(front[0].test_accuracy)} test accuracy" if front
-                               else "")},
-            {"label": "Budgets met", "value": f"{sum(a.met for a in report.answers)}"
-             f"/{len(report.answers)}" if report.answers else "–",
-             "sub": f"{len(report.failures)} failed trial(s)"},
-        ],
+        "cards": _summary_cards(report, front),
         "answers": _answer_rows(report),
         "pareto_rows": _pareto_rows(report, files),
         "data_links": downloads is not None,

@@ -150,7 +150,7 @@ class SearchConfig(BaseModel):
             raise ValueError("'weights' needs 'model' (the architecture spec they belong to)")
         return self
 
-    def effective_pruning(self) -> str:
+    def effective_pruning(self) -> Literal["none", "median", "halving"]:
         """The pruning rule in force (``none`` for a single budget under the default)."""
         return self.pruning if len(self.budgets) >= 2 else "none"
 

@@ -269,6 +269,7 @@ class SearchSession:
             raise _TrialFailed(exc.message) from exc
         finally:
             trial.set_user_attr("compute", meter.totals())
+        assert point is not None  # a requested budget either yields a point or raises
         point.update(chain=chain.chain, params=params, tuned=tuned,
                      seconds=round(sum(p["seconds"] for p in meter.totals().values()), 3))
         for k, v in point.items():
@@ -287,7 +288,7 @@ class SearchSession:
         """Save, reload, count and test ``cand``; ``budget=None``: a harvested snapshot
         (its own step budget; None when that is no requested budget or it fails)."""
         harvested = budget is None
-        if harvested:
+        if budget is None:
             step = cand.history[-1] if cand.history else {}
             budget = int(step.get("budget") or min(
                 (b for b in self.budgets if b >= cand.relus()), default=max(self.budgets)))

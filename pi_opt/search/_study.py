@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import optuna
+import optuna.storages.journal
 from optuna.trial import TrialState
 
 from pi_opt.search._config import ChainSpec, SearchConfig

@@ -93,12 +93,12 @@ class _STEGate(torch.autograd.Function):
     """Forward: the binary gate ``m``; backward: ``grad * softplus(w)`` to ``w``."""
 
     @staticmethod
-    def forward(ctx: Any, w: Tensor, m: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, w: Tensor, m: Tensor) -> Tensor:
         ctx.save_for_backward(w)
         return m.detach().to(w.dtype).clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (w,) = ctx.saved_tensors
         return grad * F.softplus(w), None
 
@@ -347,6 +347,7 @@ class AutoReP(Technique):
                 gate = ste_gate(gt.w, gt.m)
                 mix = gt.cand_f * (1.0 - gate) + gt.poly_f  # weight of p_c(x) per position
                 eff = self._effective(gt.coef)
+                shape: tuple[int, ...]
                 if x.dim() == 4:
                     shape = (1, -1, 1, 1)
                 else:

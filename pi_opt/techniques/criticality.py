@@ -37,7 +37,7 @@ import tempfile
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -138,7 +138,7 @@ def apply_keep(model: nn.Module, base: dict[str, Tensor], keep: Iterable[str]) -
 
 
 def train_kd_or_eval(
-    ctx: TechniqueContext, cand: Candidate, *, epochs: int, phase: str, **overrides: object
+    ctx: TechniqueContext, cand: Candidate, *, epochs: int, phase: str, **overrides: Any
 ) -> float:
     """KD-train ``cand.model`` from the teacher (``epochs`` > 0, best val epoch kept) or
     just measure its val accuracy; sets and returns ``cand.val_accuracy``."""

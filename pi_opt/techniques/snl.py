@@ -52,6 +52,7 @@ This module also holds the mask helpers shared with AutoReP (``GatedSite``,
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -140,6 +141,30 @@ class _Snapshot:
     step: int
     live: int
     lam: float
+
+
+def _install_coeff_hooks(sites: list[GatedSite], coeffs: list[nn.Parameter],
+                         cands: list[Tensor]) -> list[Any]:
+    """Hook every site so its output is ``x + c * (f(x) - x)`` at candidate positions
+    (``c`` its coefficient tensor, 1 elsewhere); returns the removable handles."""
+    def make_hook(c: Tensor, cand: Tensor) -> Callable[..., Tensor]:
+        def hook(mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
+            x = args[0]
+            cm = torch.where(cand, c, torch.ones((), device=c.device, dtype=c.dtype))
+            if x.dim() != 4:
+                cm = cm.reshape(-1)
+            return x + cm.to(x.dtype) * (out - x)
+        return hook
+
+    return [g.site.register_forward_hook(make_hook(c, cd))
+            for g, c, cd in zip(sites, coeffs, cands)]
+
+
+@torch.no_grad()
+def _live_count(coeffs: list[nn.Parameter], counts_w: list[Tensor], threshold: float) -> int:
+    """Per-sample ReLU count still live: candidate weights whose coefficient > ``threshold``."""
+    parts = [((c > threshold).float() * w).sum() for c, w in zip(coeffs, counts_w)]
+    return int(torch.stack(parts).sum().round().item()) if parts else 0
 
 
 @register_technique
@@ -252,22 +277,8 @@ class SNL(Technique):
         snaps: dict[int, _Snapshot] = {}
         pending = list(targets)  # descending
 
-        def make_hook(c: Tensor, cand: Tensor) -> Callable[..., Tensor]:
-            def hook(mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
-                x = args[0]
-                cm = torch.where(cand, c, torch.ones((), device=c.device, dtype=c.dtype))
-                if x.dim() != 4:
-                    cm = cm.reshape(-1)
-                return x + cm.to(x.dtype) * (out - x)
-            return hook
-
-        handles = [g.site.register_forward_hook(make_hook(c, cd))
-                   for g, c, cd in zip(sites, coeffs, cands)]
-
-        @torch.no_grad()
-        def live_count() -> int:
-            parts = [((c > cfg.threshold).float() * w).sum() for c, w in zip(coeffs, counts_w)]
-            return int(torch.stack(parts).sum().round().item()) if parts else 0
+        handles = _install_coeff_hooks(sites, coeffs, cands)
+        live_count = functools.partial(_live_count, coeffs, counts_w, cfg.threshold)
 
         def harvest(step: int, epoch: int) -> int:
             """Snapshot every pending budget the live count has reached (after ``step`` steps)."""
@@ -287,12 +298,12 @@ class SNL(Technique):
         def on_step(model: nn.Module, step: int) -> None:
             state["step"] = step
             if step > 0 and step % cfg.count_every_steps == 0:
-                harvest(step, state["epoch"] + 1)  # after `step` steps, inside epoch + 1
+                harvest(step, int(state["epoch"]) + 1)  # after `step` steps, inside epoch + 1
 
         def on_epoch_end(model: nn.Module, epoch: int, val_acc: float) -> bool:
             state["epoch"] = epoch
             state["step"] += 1
-            live = harvest(state["step"], epoch)
+            live = harvest(int(state["step"]), epoch)
             lam = state["lam"]
             if live < state["best"]:
                 state["best"] = live
@@ -324,7 +335,8 @@ class SNL(Technique):
             for h in handles:
                 h.remove()
         st, cs = state_snapshot(work, list(coeffs))
-        final = _Snapshot(-1, st, cs, state["epoch"], state["step"], live_count(), state["lam"])
+        final = _Snapshot(-1, st, cs, int(state["epoch"]), int(state["step"]), live_count(),
+                          state["lam"])
         return snaps, final, {"epochs": epochs_run, "mask_lr": mask_lr,
                               "bound_hit": bool(pending) and epochs_run >= cfg.max_search_epochs}
 

@@ -124,12 +124,14 @@ def make_optimizer(groups: list[dict[str, Any]], config: TrainConfig, dev: torch
                    ) -> torch.optim.Optimizer:
     """SGD (Nesterov when momentum > 0) or Adam with a multi-tensor step: ``fused`` on
     CUDA, ``foreach`` elsewhere."""
-    impl: dict[str, bool] = {"fused": True} if dev.type == "cuda" else {"foreach": True}
+    cuda = dev.type == "cuda"  # fused kernels on CUDA, foreach elsewhere (None: torch default)
+    fused, foreach = (True, None) if cuda else (None, True)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay, nesterov=config.momentum > 0,
-                               **impl)
-    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay, **impl)
+                               foreach=foreach, fused=fused)
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay,
+                            foreach=foreach, fused=fused)
 
 
 def fit(
@@ -158,7 +160,7 @@ def fit(
     model.to(dev).train()
     channels_last = use_channels_last(config.channels_last, dev)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stub lacks memory_format
     if teacher is not None:
         teacher = teacher.to(dev).eval()
     groups = hooks.param_groups(model) if hooks.param_groups else [
@@ -207,7 +209,8 @@ class _Run:
                  checkpoint: str | Path | None) -> None:
         self.model, self.opt, self.sched, self.gens = model, opt, sched, gens
         self.config, self.key, self.checkpoint = config, key, checkpoint
-        self.best_acc, self.best_state = -1.0, None
+        self.best_acc = -1.0
+        self.best_state: dict[str, Any] | None = None
         self.history: list[dict[str, float]] = []
         self.step = self.start_epoch = self.epoch = 0
         state = load_checkpoint(checkpoint, key)

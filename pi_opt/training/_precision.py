@@ -99,4 +99,4 @@ def maybe_compile(model: nn.Module, enabled: bool) -> Callable[[Tensor], Tensor]
         warnings.warn(f"torch.compile unavailable ({type(exc).__name__}: {exc}); training in "
                       "eager mode", RuntimeWarning, stacklevel=2)
         return model
-    return compiled  # type: ignore[no-any-return]
+    return compiled
