@@ -43,8 +43,16 @@ def _unavailable(sub: Any, names: Sequence[str], extra: str, reason: str) -> Non
         p.set_defaults(func=fail)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full ``pi-opt`` parser (every subcommand of every installed package)."""
+def _wanted(module: str, names: Sequence[str], command: str | None) -> bool:
+    """Whether ``module`` must be imported to parse ``command`` (None: every module)."""
+    known = {n for _, ns, _ in OPTIONAL for n in ns}
+    return command is None or command not in known or command in names
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``pi-opt`` parser: every subcommand of every installed package, or, with
+    ``command`` (e.g. ``"serve"``), only the package that provides it. ``serve`` thus
+    never imports ``mpc`` (whose backend loads torch) into the API process."""
     parser = cli.Parser(prog="pi-opt", description="Private-inference ReLU-budget optimizer: "
                         "search ReLU-reduced networks, report Pareto fronts, measure them "
                         "under 2-party MPC, serve jobs over HTTP.")
@@ -52,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=cli.Parser)
     cli.add_commands(sub, make_measure=make_measure)
     for module, names, extra in OPTIONAL:
+        if not _wanted(module, names, command):
+            continue
         try:
             mod = import_module(module)
         except ImportError as exc:
@@ -63,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pi-opt`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    return cli.run(build_parser(), argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args if not a.startswith("-")), None)
+    return cli.run(build_parser(command), args)
 
 
 __all__ = ["build_parser", "main", "make_measure"]
