@@ -188,6 +188,61 @@ def _channel_moments(x: Tensor) -> tuple[Tensor, Tensor, int]:
     return xf.sum(dims), (xf * xf).sum(dims), n
 
 
+def _blend_hook(i: int, gt: _Gate, *, dropped: list[bool], mode: dict[str, bool],
+                momentum: float, effective: Callable[[Tensor], Tensor]) -> Callable[..., Tensor]:
+    """Forward hook of gate ``i`` during the search: ``out + mix * (p_c(x) - out)``.
+
+    ``mix`` [C, H, W] (or [F]) is the polynomial weight per position (1 - STE gate on
+    candidates, 1 on positions already polynomial); ``p_c`` is the channel's degree-2
+    polynomial (``effective(gt.coef)`` [C, 3]), evaluated in float32. While ``mode["collect"]``
+    or training, the site input's channel moments feed the DaPa statistics (EMA with
+    ``momentum``). A site drawn in ``dropped`` runs all ReLUs this step (mask dropout).
+    """
+    def hook(mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
+        x = args[0]
+        if mod.training and dropped[i]:
+            return out
+        if mode["collect"] or mod.training:
+            _track_moments(gt, x, collect=mode["collect"], momentum=momentum)
+        gate = ste_gate(gt.w, gt.m)
+        mix = gt.cand_f * (1.0 - gate) + gt.poly_f
+        eff = effective(gt.coef)
+        shape: tuple[int, ...]
+        if x.dim() == 4:
+            shape = (1, -1, 1, 1)
+        else:
+            shape = (1, -1)
+            mix = mix.reshape(-1)
+        xf, of = x.float(), out.float()  # float32 under autocast (x^2 overflows fp16)
+        p = eff[:, 0].view(shape) + xf * (eff[:, 1].view(shape) + xf * eff[:, 2].view(shape))
+        return (of + mix * (p - of)).to(out.dtype)
+    return hook
+
+
+@torch.no_grad()
+def _track_moments(gt: _Gate, x: Tensor, *, collect: bool, momentum: float) -> None:
+    """Accumulate (``collect``) or EMA-update the per-channel mean/variance of site input ``x``."""
+    s, sq, n = _channel_moments(x)
+    if collect:
+        gt.acc[0] += n
+        gt.acc[1] += s
+        gt.acc[2] += sq
+    else:
+        mean = s / n
+        var = (sq / n - mean * mean).clamp_min(0) * (n / max(n - 1, 1))
+        gt.mean.lerp_(mean, momentum)
+        gt.var.lerp_(var, momentum)
+
+
+@torch.no_grad()
+def _restore(work: nn.Module, tensors: list[Tensor], snap: Any) -> None:
+    """Load a ``state_snapshot`` (model state, gate tensors) back into ``work`` and ``tensors``."""
+    state, saved = snap
+    work.load_state_dict(state)
+    for dst, src in zip(tensors, saved):
+        dst.copy_(src)
+
+
 @register_technique
 class AutoReP(Technique):
     """Hysteresis-gated ReLU -> DaPa polynomial replacement with a density hinge."""
@@ -327,39 +382,9 @@ class AutoReP(Technique):
         drop_gen = torch.Generator().manual_seed(ctx.seed + 17)
         dropped = [False] * len(gates)
 
-        def make_hook(i: int, gt: _Gate) -> Callable[..., Tensor]:
-            def hook(mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
-                x = args[0]
-                if mod.training and dropped[i]:
-                    return out  # mask dropout: this step, this site runs all ReLUs
-                if mode["collect"] or mod.training:
-                    with torch.no_grad():
-                        s, sq, n = _channel_moments(x)
-                        if mode["collect"]:
-                            gt.acc[0] += n
-                            gt.acc[1] += s
-                            gt.acc[2] += sq
-                        else:
-                            mean = s / n
-                            var = (sq / n - mean * mean).clamp_min(0) * (n / max(n - 1, 1))
-                            gt.mean.lerp_(mean, mom)
-                            gt.var.lerp_(var, mom)
-                gate = ste_gate(gt.w, gt.m)
-                mix = gt.cand_f * (1.0 - gate) + gt.poly_f  # weight of p_c(x) per position
-                eff = self._effective(gt.coef)
-                shape: tuple[int, ...]
-                if x.dim() == 4:
-                    shape = (1, -1, 1, 1)
-                else:
-                    shape = (1, -1)
-                    mix = mix.reshape(-1)
-                xf, of = x.float(), out.float()  # float32 under autocast (x^2 overflows fp16)
-                p = eff[:, 0].view(shape) + xf * (eff[:, 1].view(shape)
-                                                  + xf * eff[:, 2].view(shape))
-                return (of + mix * (p - of)).to(out.dtype)
-            return hook
-
-        handles = [gt.g.site.register_forward_hook(make_hook(i, gt))
+        handles = [gt.g.site.register_forward_hook(
+                       _blend_hook(i, gt, dropped=dropped, mode=mode, momentum=mom,
+                                   effective=self._effective))
                    for i, gt in enumerate(gates)]
         best: dict[str, Any] = {"val": -1.0, "snap": None, "epoch": 0}
         last = {"live": total, "epoch": 0}
@@ -416,17 +441,11 @@ class AutoReP(Technique):
             for h in handles:
                 h.remove()
         if best["snap"] is not None:
-            state, tensors = best["snap"]
-            work.load_state_dict(state)
-            with torch.no_grad():
-                for dst, src in zip(self._tensors(gates), tensors):
-                    dst.copy_(src)
+            _restore(work, self._tensors(gates), best["snap"])
             return {"epochs": res.epochs_run, "epoch": best["epoch"], "live": best["live"],
-                    "mask_lr": mask_lr,
-                    "val": best["val"]}
+                    "mask_lr": mask_lr, "val": best["val"]}
         return {"epochs": res.epochs_run, "epoch": last["epoch"], "live": last["live"],
-                "mask_lr": mask_lr,
-                "val": float("nan")}
+                "mask_lr": mask_lr, "val": float("nan")}
 
     def _projection_scores(self, gates: list[_Gate]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         with torch.no_grad():

@@ -28,6 +28,13 @@ def _fk(col: str, target: str) -> sa.ForeignKeyConstraint:
 
 def upgrade() -> None:
     """Create api_keys, jobs, uploads, demos, idempotency_keys, job_events, job_tasks."""
+    _create_keys_and_jobs()
+    _create_uploads_and_demos()
+    _create_idempotency_events_and_tasks()
+
+
+def _create_keys_and_jobs() -> None:
+    """api_keys and jobs, with the jobs listing indexes."""
     op.create_table(
         "api_keys",
         sa.Column("id", sa.String(40), primary_key=True),
@@ -63,6 +70,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_jobs_principal_created", "jobs", ["principal_id", "created_at", "id"])
     op.create_index("ix_jobs_status_created", "jobs", ["status", "created_at"])
+
+
+def _create_uploads_and_demos() -> None:
+    """uploads and demos, with their indexes."""
     op.create_table(
         "uploads",
         sa.Column("id", sa.String(40), primary_key=True),
@@ -96,6 +107,10 @@ def upgrade() -> None:
         _fk("principal_id", "api_keys.id"),
     )
     op.create_index("ix_demos_job_id", "demos", ["job_id"])
+
+
+def _create_idempotency_events_and_tasks() -> None:
+    """idempotency_keys, job_events and job_tasks."""
     op.create_table(
         "idempotency_keys",
         sa.Column("principal_id", sa.String(40), nullable=False),
