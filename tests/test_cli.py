@@ -106,6 +106,19 @@ def test_config_errors_are_file_key_message_lines(tmp_path: Path,
     assert rc == 2 and err.startswith(f"{bad}: cannot parse:") and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("budgets", ["[1.5]", "[.nan]", "[.inf]", "[-0.2]"])
+def test_refused_budgets_are_one_line_errors(budgets: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Non-integer budgets above 1, NaN, infinity and negatives never reach training."""
+    bad = tmp_path / "budgets.yaml"
+    bad.write_text(f"budgets: {budgets}\n")
+    rc, _, err = _run(["optimize", "--config", str(bad), "--workdir", str(tmp_path / "w")],
+                      capsys)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"{bad}: budgets"), err
+    assert not (tmp_path / "w" / "baseline").exists()
+
+
 def test_architecture_checked_before_data_loads(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "arch.yaml"
