@@ -26,13 +26,7 @@ CONFIG_JSON = ROOT / "configs" / "latency" / "crypten_cpu.json"
 PACKAGE_JSON = ROOT / "pi_opt" / "costmodels" / "crypten_cpu.json"
 SPEC = ModelSpec(arch=ArchSpec(name="resnet_mini", kwargs={"widths": [4, 8, 16]}),
                  input_shape=(1, 8, 8), num_classes=10)
-TINY = {  # as tests/test_search.py
-    "data": {"kind": "digits", "max_train": 300},
-    "model": {"arch": {"name": "resnet_mini", "kwargs": {"widths": [4, 8, 16]}},
-              "input_shape": [1, 8, 8], "num_classes": 10},
-    "baseline": {"epochs": 2},
-    "finetune": {"epochs": 1},
-}
+from tiny import TINY_SEARCH as TINY  # noqa: E402
 
 
 def _site(name: str, *, relu: int = 0, circa: int = 0, poly: int = 0, identity: int = 0,

@@ -15,13 +15,7 @@ from pi_opt.errors import Cancelled
 from pi_opt.report import read_report
 from pi_opt.search import SearchConfig, SearchSession, run_search
 
-TINY = {
-    "data": {"kind": "digits", "max_train": 300},
-    "model": {"arch": {"name": "resnet_mini", "kwargs": {"widths": [4, 8, 16]}},
-              "input_shape": [1, 8, 8], "num_classes": 10},
-    "baseline": {"epochs": 2},
-    "finetune": {"epochs": 1},
-}
+from tiny import TINY_SEARCH as TINY  # noqa: E402
 
 
 def _cfg(**kw) -> SearchConfig:

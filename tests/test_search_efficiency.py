@@ -15,13 +15,7 @@ from pi_opt.report.schema import ParetoPoint
 from pi_opt.search import SearchConfig, SearchSession, run_search
 from pi_opt.search._pruning import should_prune
 
-TINY = {
-    "data": {"kind": "digits", "max_train": 300},
-    "model": {"arch": {"name": "resnet_mini", "kwargs": {"widths": [4, 8, 16]}},
-              "input_shape": [1, 8, 8], "num_classes": 10},
-    "baseline": {"epochs": 2},
-    "finetune": {"epochs": 1},
-}
+from tiny import TINY_SEARCH as TINY  # noqa: E402
 FAST_SNL = {"chain": ["snl"], "params": {"snl": {"lambda_init": 0.05, "lambda_growth": 1.5,
                                                  "warmup_epochs": 0}}}
 

@@ -73,3 +73,13 @@ def tiny_context(workdir: Path, *, epochs: int = 1, poison_test: bool = True) ->
         spec=spec, data=data, teacher=teacher,
         baseline_profile=profile_model(teacher, spec.input_shape),
         finetune=TrainConfig(epochs=epochs, lr=0.01, seed=0), workdir=workdir, seed=0)
+
+
+#: A tiny digits search job shared by the search, search-efficiency and cost-model tests.
+TINY_SEARCH = {
+    "data": {"kind": "digits", "max_train": 300},
+    "model": {"arch": {"name": "resnet_mini", "kwargs": {"widths": [4, 8, 16]}},
+              "input_shape": [1, 8, 8], "num_classes": 10},
+    "baseline": {"epochs": 2},
+    "finetune": {"epochs": 1},
+}
