@@ -124,16 +124,14 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path: Path, select_on_val: 
 
     epochs_seen: list[int] = []
 
-    def stop_after_two(model: nn.Module, epoch: int, acc: float) -> bool:
-        epochs_seen.append(epoch)
-        if epoch == 2:
+    def killed_after_two(event: dict) -> None:  # progress comes after the epoch's checkpoint
+        epochs_seen.append(event["epoch"])
+        if event["epoch"] == 2:
             raise Cancelled("worker killed")
-        return False
 
     ck = tmp_path / "trial"
     with pytest.raises(Cancelled):
-        fit(_model(), train, val, cfg, checkpoint=ck,
-            hooks=TrainHooks(on_epoch_end=stop_after_two))
+        fit(_model(), train, val, cfg, checkpoint=ck, progress=killed_after_two)
     assert (ck / "train_state.pt").is_file()
     resumed = fit(m := _model(), train, val, cfg, checkpoint=ck,
                   hooks=TrainHooks(on_epoch_end=lambda mm, e, a: epochs_seen.append(e)))

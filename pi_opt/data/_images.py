@@ -9,7 +9,10 @@ memory. A file that cannot be decoded raises :class:`DatasetError` naming it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,3 +183,23 @@ class StreamingImages(Dataset[tuple[Tensor, int]]):
     def tensors(self) -> tuple[LazyImages, Tensor]:
         """A lazy ``x`` (decoded on indexing) and the labels ``y`` ``[N]`` int64."""
         return LazyImages(self), torch.tensor(self.labels, dtype=torch.int64)
+
+    def subset(self, indices: Sequence[int]) -> StreamingImages:
+        """The images at ``indices`` (in that order, repeats allowed), still streamed."""
+        return StreamingImages([self.paths[i] for i in indices],
+                               [self.labels[i] for i in indices], size=self.size,
+                               mode=self.mode, mean=self.pixel_mean, std=self.pixel_std)
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of what this split reads, without decoding an image: every file's
+        path, size and modification time (ns), the labels, decode size and mode and the
+        normalization. Raises DatasetError naming a file that can no longer be read."""
+        h = hashlib.sha256(json.dumps([self.size, self.mode, list(self.pixel_mean),
+                                       list(self.pixel_std), list(self.labels)]).encode())
+        for p in self.paths:
+            try:
+                st = os.stat(p)
+            except OSError as exc:
+                raise DatasetError(f"{p}: cannot read image file ({exc.strerror})") from exc
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()

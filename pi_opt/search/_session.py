@@ -48,11 +48,11 @@ from pi_opt.search._pruning import (
     CURVES, bucket_key, peer_curves, should_prune,
 )
 from pi_opt.search._study import (
-    STUDY_NAME, harvesting, make_sampler, make_storage, recover_stale, seed_grid,
+    CHECKPOINT_OF, STUDY_NAME, harvesting, make_sampler, make_storage, recover_stale, seed_grid,
 )
 from pi_opt.techniques import TECHNIQUES, baseline_candidate
 from pi_opt.techniques.base import Candidate, TechniqueContext
-from pi_opt.training import evaluate
+from pi_opt.training import TrainingCheckpoints, evaluate
 from pi_opt.training._loops import ProgressFn, StopFn
 
 COUNTING = (
@@ -204,7 +204,9 @@ class SearchSession:
     def _pruning_hook(self, trial: optuna.Trial, run_budget: int
                       ) -> Callable[[int | None, str, int, float], bool]:
         """Record a candidate's fine-tune curve in the trial; True when it should stop."""
-        curves: dict[str, list[float]] = {}
+        # a re-run of a dead trial starts from its curves (checkpointed epochs are not re-run)
+        curves: dict[str, list[float]] = {
+            k: list(v) for k, v in trial.user_attrs.get(CURVES, {}).items()}
 
         def report(cand_budget: int | None, phase: str, epoch: int, val_acc: float) -> bool:
             budget = run_budget if cand_budget is None else int(cand_budget)
@@ -251,11 +253,14 @@ class SearchSession:
         params = self._params(trial, chain, grid)
         seed = _stable_seed(self.config.seed, label, budget, params)
         meter = ComputeMeter(len(self.ctx.data.train.tensors[1]))
-        ctx = replace(self.ctx, seed=seed, progress=meter.wrap(self.progress))
+        checkpoints = self._checkpoints(trial)
+        ctx = replace(self.ctx, seed=seed, progress=meter.wrap(self.progress),
+                      checkpoints=checkpoints)
         torch.manual_seed(seed)
         self._emit({"type": "trial_start", "trial": trial.number, "chain": chain.chain,
                     "budget": budget})
         tuned = chain.search and not grid
+        keep = False  # the checkpoints outlive the trial only when its process is going down
         try:
             cands = self._run_chain(ctx, chain, params, budget, trial)
             with meter.timed("evaluation"):
@@ -267,8 +272,13 @@ class SearchSession:
         except PiOptError as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc.message}")
             raise _TrialFailed(exc.message) from exc
+        except BaseException as exc:
+            keep = not isinstance(exc, Exception)  # e.g. SystemExit from a signal handler
+            raise
         finally:
             trial.set_user_attr("compute", meter.totals())
+            if not keep:
+                checkpoints.clear()
         assert point is not None  # a requested budget either yields a point or raises
         point.update(chain=chain.chain, params=params, tuned=tuned,
                      seconds=round(sum(p["seconds"] for p in meter.totals().values()), 3))
@@ -282,6 +292,17 @@ class SearchSession:
         if point["pruned_at_epoch"] is not None:
             raise optuna.TrialPruned(f"pruned at fine-tune epoch {point['pruned_at_epoch']}")
         return point["val_accuracy"], self._cost(point)
+
+    def _checkpoints(self, trial: optuna.Trial) -> TrainingCheckpoints:
+        """The trial's training checkpoints: ``<workdir>/checkpoints/trial-<n>``, ``n`` the
+        first trial of its retry line (user attr ``checkpoint_of``, inherited by the re-run of
+        a dead trial), so a re-run resumes where its worker died. Removed when the trial
+        ends in Python (complete, pruned, failed, cancelled); a killed worker leaves them."""
+        first = trial.user_attrs.get(CHECKPOINT_OF)
+        if first is None:
+            first = trial.number
+            trial.set_user_attr(CHECKPOINT_OF, first)
+        return TrainingCheckpoints(self.workdir / "checkpoints" / f"trial-{int(first)}")
 
     def _evaluate(self, cand: Candidate, budget: int | None, name: str, seed: int
                   ) -> dict[str, Any] | None:

@@ -15,10 +15,14 @@ import optuna.storages.journal
 from optuna.trial import TrialState
 
 from pi_opt.search._config import ChainSpec, SearchConfig
+from pi_opt.search._pruning import CURVES
 from pi_opt.techniques import TECHNIQUES
 
 STUDY_NAME = "pi-opt"
 STALE_ERROR = "worker died (stale trial)"
+#: User attr: the trial whose training checkpoints a trial uses (its own number, or the
+#: first trial of its retry line), carried into the re-run of a dead trial.
+CHECKPOINT_OF = "checkpoint_of"
 
 
 def make_storage(storage: str | None, workdir: Path) -> optuna.storages.BaseStorage:
@@ -66,15 +70,19 @@ def seed_grid(study: optuna.Study, config: SearchConfig, budgets: list[int]) -> 
 
 
 def recover_stale(study: optuna.Study) -> None:
-    """Fail trials left RUNNING by a dead single-writer attempt; re-enqueue what they asked."""
+    """Fail trials left RUNNING by a dead single-writer attempt; re-enqueue what they asked,
+    with their checkpoint line and fine-tune curves so the re-run resumes their training
+    (an RDB's ``RetryFailedTrialCallback`` copies every user attr itself)."""
     stale = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)
         stale.append(t.number)
         params = {**t.user_attrs.get("fixed", {}), **t.params}
         if "chain" in params:
+            carried = {k: t.user_attrs[k] for k in (CHECKPOINT_OF, CURVES) if k in t.user_attrs}
             study.enqueue_trial(params, user_attrs={
-                "grid": bool(t.user_attrs.get("grid")), "fixed": params, "retry_of": t.number})
+                "grid": bool(t.user_attrs.get("grid")), "fixed": params, "retry_of": t.number,
+                **carried})
     if stale:
         study.set_user_attr("stale_trials", sorted({*study.user_attrs.get("stale_trials", []),
                                                     *stale}))

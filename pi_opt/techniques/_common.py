@@ -11,10 +11,14 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from pi_opt.activations import Kind
+from pi_opt.data import StreamingImages
 from pi_opt.errors import BudgetError
 from pi_opt.sites import iter_sites
 from pi_opt.techniques.base import Candidate, TechniqueContext
 from pi_opt.training import TrainConfig, TrainHooks, evaluate, fit
+
+#: A training split: decoded in memory, or streamed from image files.
+Split = TensorDataset | StreamingImages
 
 
 def keep_top(
@@ -90,7 +94,8 @@ def distill(
     ``cand.notes["budget"]``, else None: the run's budget); when that asks to stop, the
     fine-tune ends and ``cand.notes["pruned_at_epoch"]`` holds the epoch.
     With ``ctx.fairness_weight > 0`` the training split is resampled toward the
-    classes the candidate harms most (:func:`fairness_resample`).
+    classes the candidate harms most (:func:`fairness_resample`). With ``ctx.checkpoints``
+    every epoch is checkpointed and a re-run of the trial resumes (``ctx.checkpoint``).
     """
     cfg: TrainConfig = ctx.finetune.model_copy(update={
         "select_on_val": select_on_val, "seed": ctx.seed,
@@ -100,7 +105,8 @@ def distill(
         train = fairness_resample(ctx, cand.model, train)
     res = fit(cand.model, train, ctx.data.val, cfg, teacher=ctx.teacher,
               augment=ctx.data.augment, hooks=_reporting_hooks(ctx, cand, hooks, phase, cfg.epochs),
-              progress=ctx.progress, should_stop=ctx.should_stop, phase=phase)
+              progress=ctx.progress, should_stop=ctx.should_stop, phase=phase,
+              checkpoint=ctx.checkpoint(phase))
     cand.val_accuracy = res.best_val_accuracy
     return res.best_val_accuracy
 
@@ -134,13 +140,14 @@ def per_class_drop(ctx: TechniqueContext, model: nn.Module, data: TensorDataset)
     return torch.nan_to_num(base - mine, nan=0.0).clamp_min(0.0)
 
 
-def fairness_resample(ctx: TechniqueContext, model: nn.Module, train: TensorDataset,
-                      *, probe: int = 2048) -> TensorDataset:
+def fairness_resample(ctx: TechniqueContext, model: nn.Module, train: Split,
+                      *, probe: int = 2048) -> Split:
     """Same-size resample of ``train`` (seeded, with replacement) that draws class ``c`` with
     weight ``1 + fairness_weight * drop_c / max(drop)``; ``drop`` is the per-class accuracy
     drop against the teacher on the first ``probe`` training samples. Equivalent in
     expectation to re-weighting the loss toward the most harmed classes; the number of
-    images per epoch is unchanged. Returns ``train`` itself when no class is harmed.
+    images per epoch is unchanged. Returns ``train`` itself when no class is harmed; a
+    streamed split stays streamed (only the ``probe`` samples are decoded here).
     """
     x, y = train.tensors
     drop = per_class_drop(ctx, model, TensorDataset(x[:probe], y[:probe]))
@@ -149,4 +156,6 @@ def fairness_resample(ctx: TechniqueContext, model: nn.Module, train: TensorData
     class_w = 1.0 + ctx.fairness_weight * drop / drop.max()
     gen = torch.Generator().manual_seed(ctx.seed)
     idx = torch.multinomial(class_w[y], len(y), replacement=True, generator=gen)
+    if isinstance(train, StreamingImages):
+        return train.subset(idx.tolist())
     return TensorDataset(x[idx], y[idx])

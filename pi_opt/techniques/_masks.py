@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from pi_opt.errors import BudgetError, ModelFormatError
 from pi_opt.sites import iter_sites, site_dict, stage_of
 from pi_opt.techniques._common import distill, keep_top
 from pi_opt.techniques.base import Candidate, TechniqueContext
-from pi_opt.training import TrainConfig, evaluate, resolve_device
+from pi_opt.training import TrainConfig, TrainHooks, TrainResult, evaluate, fit, resolve_device
 
 MaskGranularity = Literal["pixel", "channel"]
 
@@ -189,6 +190,47 @@ def search_train_config(ctx: TechniqueContext, *, epochs: int, lr: float, weight
         "epochs": epochs, "optimizer": "adam", "lr": lr, "weight_decay": weight_decay,
         "schedule": schedule, "select_on_val": False, "kd_temperature": kd_temperature,
         "kd_weight": 1.0, "seed": ctx.seed})
+
+
+def train_search(ctx: TechniqueContext, work: nn.Module, config: TrainConfig, hooks: TrainHooks,
+                 phase: str) -> TrainResult:
+    """Train a mask search (``work`` with its hooks) on the job's training split, KD from the
+    teacher, validation each epoch; per-epoch checkpoints in the trial (``ctx.checkpoint``)."""
+    return fit(work, ctx.data.train, ctx.data.val, config, teacher=ctx.teacher,
+               augment=ctx.data.augment, hooks=hooks, progress=ctx.progress,
+               should_stop=ctx.should_stop, phase=phase, checkpoint=ctx.checkpoint(phase))
+
+
+def search_state_hooks(tensors: Sequence[Tensor], records: dict[str, dict[Any, Any] | list[Any]],
+                       generators: Sequence[torch.Generator] = ()) -> dict[str, Callable[..., Any]]:
+    """``TrainHooks`` fields ``save_state`` / ``load_state`` for a mask search's own state.
+
+    tensors: the search's parameters outside the model (masks, gates), restored in place.
+    records: its mutable bookkeeping (dicts and lists of numbers, strings and tensors, e.g.
+        a penalty weight or harvested snapshots), restored in place so the closures that
+        hold them see the saved values.
+    generators: its own random streams.
+    """
+    def save_state() -> dict[str, Any]:
+        return {"tensors": [t.detach() for t in tensors],
+                "records": {k: (dict(v) if isinstance(v, dict) else list(v))
+                            for k, v in records.items()},
+                "generators": [g.get_state() for g in generators]}
+
+    @torch.no_grad()
+    def load_state(saved: dict[str, Any]) -> None:
+        for t, v in zip(tensors, saved["tensors"], strict=True):
+            t.copy_(v)
+        for k, v in records.items():
+            if isinstance(v, dict):
+                v.clear()
+                v.update(saved["records"][k])
+            else:
+                v[:] = saved["records"][k]
+        for g, st in zip(generators, saved["generators"], strict=True):
+            g.set_state(st)
+
+    return {"save_state": save_state, "load_state": load_state}
 
 
 def weights_group(model: nn.Module) -> dict[str, Any]:

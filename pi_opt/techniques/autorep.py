@@ -69,7 +69,9 @@ from pi_opt.techniques._masks import (
     apply_selection,
     finetune_or_eval,
     scaled_mask_lr,
+    search_state_hooks,
     search_train_config,
+    train_search,
     state_snapshot,
     weights_group,
 )
@@ -83,7 +85,7 @@ from pi_opt.techniques.base import (
     register_technique,
 )
 from pi_opt.techniques.dapa import dapa_coefficients
-from pi_opt.training import TrainHooks, fit
+from pi_opt.training import TrainHooks
 
 
 # ---------------------------------------------------------------------------
@@ -431,12 +433,11 @@ class AutoReP(Technique):
                                    kd_temperature=cfg.kd_temperature)
         try:
             self._calibrate(ctx, work, gates, mode, tcfg.batch_size)
-            res = fit(work, ctx.data.train, ctx.data.val, tcfg, teacher=ctx.teacher,
-                      augment=ctx.data.augment,
-                      hooks=TrainHooks(extra_loss=hinge, on_step=on_step,
-                                       on_epoch_end=on_epoch_end, param_groups=groups),
-                      progress=ctx.progress, should_stop=ctx.should_stop,
-                      phase=f"{self.name}-search")
+            res = train_search(ctx, work, tcfg, TrainHooks(
+                extra_loss=hinge, on_step=on_step, on_epoch_end=on_epoch_end,
+                param_groups=groups, **search_state_hooks(  # checkpointed each epoch
+                    self._tensors(gates), {"best": best, "last": last}, [drop_gen])),
+                f"{self.name}-search")
         finally:
             for h in handles:
                 h.remove()

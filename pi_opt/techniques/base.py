@@ -34,7 +34,7 @@ from pi_opt.data import DataBundle
 from pi_opt.errors import ConfigError
 from pi_opt.profile import ModelProfile, profile_model
 from pi_opt.registry import Registry
-from pi_opt.training import TrainConfig
+from pi_opt.training import TrainConfig, TrainingCheckpoints
 from pi_opt.training._loops import ProgressFn, StopFn
 
 
@@ -76,6 +76,11 @@ class TechniqueContext:
     finetune: the per-candidate epoch budget and optimizer settings.
     workdir: a directory for cached, reusable computations (e.g. stage criticality).
     seed: this trial's seed; job_seed: the job's seed, for computations shared by trials.
+    checkpoints: the trial's per-epoch training checkpoints (None: none are written). The
+    search keeps them for a re-run of a trial whose worker died, so every training of the
+    trial (``_common.distill``, the mask searches: :meth:`checkpoint`) resumes instead of
+    starting over; techniques keep state that lives outside the model in
+    ``TrainHooks.save_state`` / ``load_state``.
     """
 
     spec: ModelSpec
@@ -96,6 +101,12 @@ class TechniqueContext:
     #: Fairness-aware fine-tune: > 0 oversamples the classes the candidate harms most
     #: (``_common.fairness_resample``); 0 trains on the data as is.
     fairness_weight: float = 0.0
+    checkpoints: TrainingCheckpoints | None = None
+
+    def checkpoint(self, phase: str) -> Path | None:
+        """Checkpoint directory of the trial's next training of ``phase`` (for
+        ``fit(checkpoint=...)``), or None when the trial is not checkpointed."""
+        return None if self.checkpoints is None else self.checkpoints.next(phase)
 
     def emit(self, **event: Any) -> None:
         """Send one progress event (the keyword arguments as a dict) to ``progress``, if set."""

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from pi_opt.activations import Kind
-from pi_opt.data import DataBundle
+from pi_opt.data import DataBundle, StreamingImages
 from pi_opt.errors import ModelFormatError
 from pi_opt.sites import iter_sites, materialize_all, prepare_sites, stage_of
 from pi_opt.techniques._common import distill
@@ -160,13 +160,18 @@ _DATA_FP: weakref.WeakKeyDictionary[DataBundle, str] = weakref.WeakKeyDictionary
 
 def data_fingerprint(data: DataBundle) -> str:
     """SHA-256 of the train/val splits: shapes, all labels, the float64 sum of every
-    input and the bytes of up to 2,048 evenly spaced input rows (memoized per bundle)."""
+    input and the bytes of up to 2,048 evenly spaced input rows; a streamed split (not
+    decoded in memory) by its files instead (``StreamingImages.fingerprint``: paths,
+    sizes, modification times). Memoized per bundle."""
     hit = _DATA_FP.get(data)
     if hit is not None:
         return hit
     h = hashlib.sha256()
     h.update(json.dumps([data.name, data.num_classes, list(data.input_shape)]).encode())
     for split in (data.train, data.val):
+        if isinstance(split, StreamingImages):
+            h.update(split.fingerprint().encode())
+            continue
         x, y = split.tensors
         h.update(repr((tuple(x.shape), str(x.dtype), tuple(y.shape))).encode())
         h.update(y.detach().cpu().contiguous().numpy().tobytes())

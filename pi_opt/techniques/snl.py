@@ -73,7 +73,9 @@ from pi_opt.techniques._masks import (
     gated_sites,
     kept_elements,
     scaled_mask_lr,
+    search_state_hooks,
     search_train_config,
+    train_search,
     site_cost,
     state_snapshot,
     weights_group,
@@ -87,7 +89,7 @@ from pi_opt.techniques.base import (
     TechniqueContext,
     register_technique,
 )
-from pi_opt.training import TrainHooks, fit
+from pi_opt.training import TrainHooks
 
 
 # ---------------------------------------------------------------------------
@@ -228,7 +230,7 @@ class SNL(Technique):
         for b in [budget] + harvest:
             if b >= start_count:
                 continue
-            snap = snaps.get(b)
+            snap = _Snapshot(**snaps[b]) if b in snaps else None
             harvested = b != budget
             if snap is None and harvested:
                 continue  # descent never passed this budget: nothing to harvest
@@ -264,7 +266,9 @@ class SNL(Technique):
     # ---- the descent ----------------------------------------------------
     def _descend(
         self, ctx: TechniqueContext, work: nn.Module, sites: list[GatedSite], targets: list[int],
-    ) -> tuple[dict[int, _Snapshot], _Snapshot, dict[str, Any]]:
+    ) -> tuple[dict[int, dict[str, Any]], _Snapshot, dict[str, Any]]:
+        """The L1 descent: ``(snapshots by budget as _Snapshot fields, final, info)``; its
+        state (coefficients, lambda, pending budgets, snapshots) is checkpointed each epoch."""
         cfg = self.config
         dev = next((p.device for p in work.parameters()), torch.device("cpu"))
         coeffs = [nn.Parameter(torch.ones(g.pshape, device=dev)) for g in sites]
@@ -274,7 +278,7 @@ class SNL(Technique):
         weights = [w * (site_cost(g.name, cfg.site_costs) / norm) for g, w in zip(sites, counts_w)]
         mask_lr = cfg.mask_lr or scaled_mask_lr(ctx, cfg.mask_lr_scale)
         state = {"lam": cfg.lambda_init, "best": math.inf, "epoch": 0, "step": 0}
-        snaps: dict[int, _Snapshot] = {}
+        snaps: dict[int, dict[str, Any]] = {}  # _Snapshot fields (checkpoint-safe types)
         pending = list(targets)  # descending
 
         handles = _install_coeff_hooks(sites, coeffs, cands)
@@ -286,7 +290,7 @@ class SNL(Technique):
             while pending and live <= pending[0]:
                 b = pending.pop(0)
                 st, cs = state_snapshot(work, list(coeffs))
-                snaps[b] = _Snapshot(b, st, cs, epoch, step, live, state["lam"])
+                snaps[b] = vars(_Snapshot(b, st, cs, epoch, step, live, state["lam"]))
                 ctx.emit(type="technique", technique=self.name, event="harvest", budget=b,
                          relus=live, epoch=epoch, step=step, lam=state["lam"])
             return live
@@ -322,12 +326,11 @@ class SNL(Technique):
                                    kd_temperature=cfg.kd_temperature)
         try:
             if pending:
-                res = fit(work, ctx.data.train, ctx.data.val, tcfg, teacher=ctx.teacher,
-                          augment=ctx.data.augment,
-                          hooks=TrainHooks(extra_loss=penalty, on_sync=on_step,
-                                           on_epoch_end=on_epoch_end, param_groups=groups),
-                          progress=ctx.progress, should_stop=ctx.should_stop,
-                          phase=f"{self.name}-search")
+                res = train_search(ctx, work, tcfg, TrainHooks(
+                    extra_loss=penalty, on_sync=on_step, on_epoch_end=on_epoch_end,
+                    param_groups=groups, **search_state_hooks(
+                        coeffs, {"state": state, "pending": pending, "snaps": snaps})),
+                    f"{self.name}-search")
                 epochs_run = res.epochs_run
             else:
                 epochs_run = 0

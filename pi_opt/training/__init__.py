@@ -1,5 +1,6 @@
 """Training, knowledge distillation and evaluation."""
 
+from pi_opt.training._checkpoint import TrainingCheckpoints
 from pi_opt.training._config import TrainConfig, resolve_device
 from pi_opt.training._loops import (
     EvalResult, TrainHooks, TrainResult, evaluate, fit, kd_loss, make_optimizer,
@@ -7,6 +8,6 @@ from pi_opt.training._loops import (
 from pi_opt.training._precision import plan_precision
 
 __all__ = [
-    "EvalResult", "TrainConfig", "TrainHooks", "TrainResult", "evaluate", "fit",
-    "kd_loss", "make_optimizer", "plan_precision", "resolve_device",
+    "EvalResult", "TrainConfig", "TrainHooks", "TrainResult", "TrainingCheckpoints", "evaluate",
+    "fit", "kd_loss", "make_optimizer", "plan_precision", "resolve_device",
 ]

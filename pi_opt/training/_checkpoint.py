@@ -1,7 +1,8 @@
 """Per-epoch checkpoints of a running training, so a killed worker resumes mid-training.
 
 One file ``<dir>/train_state.pt`` holds only our own state (tensors, numbers, strings:
-model, optimizer, scheduler, grad scaler, RNG states, epoch, history, best weights) and
+model, optimizer, scheduler, grad scaler, RNG states (the run's and torch's global one),
+the training hooks' own state, epoch, history, best weights, whether the run stopped) and
 is loaded with ``torch.load(weights_only=True)`` — no arbitrary pickle is ever executed.
 It is written atomically (temporary file + rename) at the end of every epoch and keyed by
 the training configuration: a checkpoint of another configuration is ignored.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import torch
 from pi_opt.training._config import TrainConfig
 
 CHECKPOINT_NAME = "train_state.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 def config_key(config: TrainConfig, n_train: int, phase: str) -> str:
@@ -61,3 +63,30 @@ def load_checkpoint(directory: str | Path | None, key: str) -> dict[str, Any] | 
                       "from epoch 0", RuntimeWarning, stacklevel=2)
         return None
     return state
+
+
+class TrainingCheckpoints:
+    """Checkpoint directories of the trainings one unit of work (a search trial) runs.
+
+    Every training asks :meth:`next` for its directory, named by its phase and how many
+    trainings of that phase came before it (``<root>/<phase>-<k>``). Work that is re-run
+    after its worker died makes the same calls in the same order, so each training finds
+    its own checkpoint: trainings that had finished are restored without training, the one
+    that was cut short resumes at its last epoch. Work that depends on a training's result
+    must be deterministic (same seeds) for this to hold; a checkpoint whose configuration
+    does not match is ignored (:func:`load_checkpoint`). :meth:`clear` deletes them all.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._counts: dict[str, int] = {}
+
+    def next(self, phase: str) -> Path:
+        """The directory of the next training of ``phase`` (not created here)."""
+        k = self._counts[phase] = self._counts.get(phase, 0) + 1
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in phase)
+        return self.root / f"{safe}-{k}"
+
+    def clear(self) -> None:
+        """Delete every checkpoint under ``root`` (the work finished or failed for good)."""
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -43,6 +43,10 @@ class TrainHooks:
     step: the place for host reads such as a live ReLU count.
     on_epoch_end(model, epoch, val_acc) -> True to stop early.
     param_groups(model) -> optimizer parameter groups (default: all trainable parameters).
+    save_state() -> the hooks' own state (what lives outside the model and optimizer: mask
+    parameters, a penalty weight, snapshots), written into ``fit``'s checkpoint after every
+    epoch (after ``on_epoch_end``); ``load_state(state)`` puts it back on resume. Tensors,
+    numbers, strings, lists, tuples and dicts only (the file is read with ``weights_only``).
     """
 
     extra_loss: Callable[[nn.Module], Tensor] | None = None
@@ -50,6 +54,8 @@ class TrainHooks:
     on_epoch_end: Callable[[nn.Module, int, float], bool | None] | None = None
     param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None
     on_sync: Callable[[nn.Module, int], None] | None = None
+    save_state: Callable[[], dict[str, Any]] | None = None
+    load_state: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass
@@ -151,8 +157,9 @@ def fit(
     """Train ``model`` in place; with ``select_on_val`` restore the best-validation weights.
 
     Loss = CE (+ ``kd_weight`` x KD when a teacher is given) (+ hooks.extra_loss).
-    With ``checkpoint`` (a directory) the run's state is saved after every epoch and a
-    matching saved state is resumed from (hooks' own state is not saved).
+    With ``checkpoint`` (a directory) the run's state (with the hooks' ``save_state``) is
+    saved after every epoch and a matching saved state is resumed from; a run that had
+    finished or stopped early is restored without training.
     Raises :class:`Cancelled` when ``should_stop()`` turns true (checked every step).
     """
     hooks = hooks or TrainHooks()
@@ -171,12 +178,13 @@ def fit(
     steps_per_epoch = max(1, math.ceil(batches.n / config.batch_size))
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, max(1, config.epochs * steps_per_epoch)) if config.schedule == "cosine" else None)
+    precision = plan_precision(config.precision, dev)
     run = _Run(model, opt, sched, Generators(config.seed, dev), config,
-               config_key(config, batches.n, phase), checkpoint)
-    stepper = Stepper(model, opt, sched, plan_precision(config.precision, dev), config,
+               config_key(config, batches.n, phase), checkpoint, hooks, precision.scaler)
+    stepper = Stepper(model, opt, sched, precision, config,
                       teacher=teacher, extra_loss=hooks.extra_loss)
     t0 = time.perf_counter()
-    for epoch in range(run.start_epoch + 1, config.epochs + 1):
+    for epoch in range(run.first_epoch(), config.epochs + 1):
         loss_sum = torch.zeros((), device=dev)
         hits = torch.zeros((), device=dev, dtype=torch.long)
         for x, y in batches.epoch(run.gens, augment):
@@ -193,10 +201,12 @@ def fit(
             else float("nan")
         rec = {"epoch": float(epoch), "loss": float(loss_sum) / steps_per_epoch,
                "train_accuracy": float(hits) / max(1, batches.n), "val_accuracy": val_acc}
-        stop = run.end_epoch(epoch, rec, val is not None)
+        run.end_epoch(epoch, rec, val is not None)
+        stop = hooks.on_epoch_end is not None and bool(hooks.on_epoch_end(model, epoch, val_acc))
+        run.save(epoch, stopped=stop)  # after the hook: its state changes are part of the epoch
         if progress is not None:
             progress({"phase": phase, "epoch": epoch, "epochs": config.epochs, **rec})
-        if (hooks.on_epoch_end is not None and hooks.on_epoch_end(model, epoch, val_acc)) or stop:
+        if stop:
             break
     return run.finish(val, t0)
 
@@ -206,30 +216,41 @@ class _Run:
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
                  gens: Generators, config: TrainConfig, key: str,
-                 checkpoint: str | Path | None) -> None:
+                 checkpoint: str | Path | None, hooks: TrainHooks, scaler: Any) -> None:
         self.model, self.opt, self.sched, self.gens = model, opt, sched, gens
         self.config, self.key, self.checkpoint = config, key, checkpoint
+        self.hooks, self.scaler = hooks, scaler
         self.best_acc = -1.0
         self.best_state: dict[str, Any] | None = None
         self.history: list[dict[str, float]] = []
         self.step = self.start_epoch = self.epoch = 0
+        self.stopped = False
         state = load_checkpoint(checkpoint, key)
         if state is not None:
             self._restore(state)
+
+    def first_epoch(self) -> int:
+        """The next epoch to train (past the last one when a restored run had stopped)."""
+        return self.config.epochs + 1 if self.stopped else self.start_epoch + 1
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         if self.sched is not None:
             self.sched.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.gens.load(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.hooks.load_state is not None and state.get("hooks") is not None:
+            self.hooks.load_state(state["hooks"])
         self.best_acc, self.best_state = state["best_acc"], state["best_state"]
         self.history = list(state["history"])
         self.step, self.start_epoch = state["step"], state["epoch"]
-        self.epoch = self.start_epoch
+        self.epoch, self.stopped = self.start_epoch, bool(state.get("stopped", False))
 
-    def end_epoch(self, epoch: int, rec: dict[str, float], has_val: bool) -> bool:
-        """Record an epoch; checkpoint; True when a checkpointed run is already complete."""
+    def end_epoch(self, epoch: int, rec: dict[str, float], has_val: bool) -> None:
+        """Record an epoch: history, best accuracy and weights."""
         self.epoch = epoch
         self.history.append(rec)
         val_acc = rec["val_accuracy"]
@@ -238,14 +259,19 @@ class _Run:
             self.best_state = copy.deepcopy(self.model.state_dict())
         elif not has_val or not self.config.select_on_val:
             self.best_acc = max(self.best_acc, val_acc if val_acc == val_acc else -1.0)
-        if self.checkpoint is not None:
-            save_checkpoint(self.checkpoint, self.key, {
-                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict() if self.sched is not None else None,
-                "rng": self.gens.state(), "best_acc": self.best_acc,
-                "best_state": self.best_state, "history": self.history, "step": self.step,
-                "epoch": epoch})
-        return False
+
+    def save(self, epoch: int, *, stopped: bool) -> None:
+        """Checkpoint the run after ``epoch`` (``stopped``: it ends here, before its last epoch)."""
+        if self.checkpoint is None:
+            return
+        save_checkpoint(self.checkpoint, self.key, {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": self.gens.state(), "torch_rng": torch.get_rng_state(),
+            "hooks": self.hooks.save_state() if self.hooks.save_state is not None else None,
+            "best_acc": self.best_acc, "best_state": self.best_state, "history": self.history,
+            "step": self.step, "epoch": epoch, "stopped": stopped})
 
     def finish(self, val: Any | None, t0: float) -> TrainResult:
         if self.config.epochs == 0 and val is not None:
