@@ -100,7 +100,7 @@ def distill(
     cfg: TrainConfig = ctx.finetune.model_copy(update={
         "select_on_val": select_on_val, "seed": ctx.seed,
         **({"epochs": epochs} if epochs is not None else {}), **overrides})
-    train = ctx.data.train
+    train: Split = ctx.data.train
     if ctx.fairness_weight > 0:
         train = fairness_resample(ctx, cand.model, train)
     res = fit(cand.model, train, ctx.data.val, cfg, teacher=ctx.teacher,
