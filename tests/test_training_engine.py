@@ -142,6 +142,26 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path: Path, select_on_val: 
     assert torch.equal(_params(m), _params(ref))
 
 
+def test_checkpoint_keeps_hook_state_and_an_early_stop(tmp_path: Path) -> None:
+    counter = {"n": 0}
+
+    def on_epoch_end(model: nn.Module, epoch: int, acc: float) -> bool:
+        counter["n"] += 10
+        return epoch == 3  # the hook ends the 5-epoch run after epoch 3
+
+    hooks = TrainHooks(on_epoch_end=on_epoch_end, save_state=lambda: dict(counter),
+                       load_state=counter.update)
+    first = fit(ref := _model(), _data(), None, _cfg(epochs=5), checkpoint=tmp_path, hooks=hooks)
+    counter["n"] = 0
+    seen: list[dict] = []
+    again = fit(m := _model(), _data(), None, _cfg(epochs=5), checkpoint=tmp_path, hooks=hooks,
+                progress=seen.append)
+    assert seen == [] and counter == {"n": 30}  # restored, nothing trained again
+    assert again.epochs_run == first.epochs_run == 3
+    assert [h["loss"] for h in again.history] == [h["loss"] for h in first.history]
+    assert torch.equal(_params(m), _params(ref))
+
+
 def test_checkpoint_of_other_config_is_ignored(tmp_path: Path) -> None:
     fit(_model(), _data(), None, _cfg(epochs=1), checkpoint=tmp_path)
     with pytest.warns(RuntimeWarning, match="different training configuration"):
