@@ -141,6 +141,8 @@ def test_import_mpc_and_pi_opt_never_import_crypten() -> None:
      (3, 16, 16), "channel"),
     ("wrn", {"depth": 10, "widen": 1}, (3, 16, 16), "element"),            # standalone BN
     ("vgg16", {"width_mult": 0.0625, "pool": "max"}, (3, 32, 32), "channel"),
+    ("mobilenet_v2", {"width_mult": 0.125, "expansion": 2, "blocks": (1, 2, 1, 1, 1, 1, 1),
+                      "head_width": 32}, (3, 16, 16), "element"),        # depthwise convs
 ])
 def test_lowering_matches_model_and_profile(name: str, kwargs: dict, shape: tuple,
                                             granularity: str) -> None:
