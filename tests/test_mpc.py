@@ -278,6 +278,8 @@ def test_encrypted_matches_plaintext(measured: dict) -> None:
     assert m.rounds == plan_rounds(lower(model, TINY.input_shape)) == 7 * 9 + 10 + 1
     assert m.bytes_per_party == plan_counts(lower(model, TINY.input_shape)).bytes > 0
     assert m.latency_s > 0
+    cpu = measured["reports"]["plain"].extra["cpu_s"]  # per party, per timed repeat
+    assert len(cpu["client"]) == len(cpu["server"]) == 2 and min(cpu["client"]) > 0
     assert m.latency_linear_s and m.latency_nonlinear_s
     assert m.latency_linear_s + m.latency_nonlinear_s <= m.latency_s * 1.01
     assert m.bytes_linear + m.bytes_nonlinear <= m.bytes_per_party
