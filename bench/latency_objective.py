@@ -128,12 +128,12 @@ def cmd_resnet18(args: argparse.Namespace) -> None:
     prof = profile_model(teacher, spec.input_shape)
     budget = int(args.budget_fraction * prof.relus)
     ctx = TechniqueContext(spec=spec, data=data, teacher=teacher, baseline_profile=prof,
-                           finetune=TrainConfig(epochs=0, lr=0.01, seed=0, batch_size=64),
+                           finetune=TrainConfig(epochs=0, lr=0.01, seed=0, batch_size=16),
                            workdir=out / "cache", seed=0)
     save_artifact(teacher, spec, out / "baseline")
     rows: dict[str, Any] = {"baseline": {"artifact": str(out / "baseline"), **_profile_row(prof)}}
     tech = SNL(max_search_epochs=args.epochs, finetune_epochs=0, lambda_growth=2.0,
-               warmup_epochs=0)
+               warmup_epochs=0, lambda_init=args.lambda_init)
     for name, c in (("relus", ctx), ("latency", dataclasses.replace(
             ctx, latency=LatencyObjective(network=WAN, cost_model=default_cost_model())))):
         t0 = time.time()
@@ -143,6 +143,7 @@ def cmd_resnet18(args: argparse.Namespace) -> None:
         rows[name] = {"artifact": str(out / name), "search_s": round(time.time() - t0),
                       "budget_reached": cand.notes.get("budget_reached"),
                       "search_epochs": cand.notes.get("search_epochs"),
+                      "live_count": cand.notes.get("live_count"),
                       **_profile_row(cand.profile())}
         print(name, json.dumps({k: v for k, v in rows[name].items() if k != "kept_per_site"}),
               flush=True)
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--budget-fraction", type=float, default=0.05)
     r.add_argument("--epochs", type=int, default=12)
     r.add_argument("--samples", type=int, default=320)
+    r.add_argument("--lambda-init", type=float, default=49.152)  # 10x the paper's (no accuracy)
     m = sub.add_parser("measure")
     m.add_argument("workdirs", nargs="+")
     m.add_argument("--repeats", type=int, default=3)

@@ -143,3 +143,20 @@ def test_latency_objective_concentrates_relus_in_fewer_sites(ctx, tech) -> None:
         out[name] = _kept_sites(cand)
     assert out["latency"][0] < out["relus"][0], out
     assert out["latency"][1] < out["relus"][1], out
+
+
+def test_search_hands_the_latency_objective_to_techniques(tmp_path) -> None:
+    """``objective: latency`` puts the job's link and cost model into the technique context;
+    ``objective: relus`` leaves it empty (the ReLU-count penalties)."""
+    from tiny import TINY_SEARCH
+
+    from pi_opt.search import SearchConfig, SearchSession
+
+    for objective, want in (("latency", PROFILES["wan"]), ("relus", None)):
+        cfg = SearchConfig.model_validate({**TINY_SEARCH, "techniques": ["snl"], "budgets": [0.5],
+                                           "objective": objective, "network": "wan"})
+        session = SearchSession.open(cfg, workdir=tmp_path)  # the baseline is reused
+        got = session.ctx.latency
+        assert (got.network if got is not None else None) == want
+        if got is not None:
+            assert got.cost_model == default_cost_model()
