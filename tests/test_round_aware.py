@@ -15,8 +15,7 @@ import torch
 from pi_opt.costmodel import RELU_ROUNDS, default_cost_model
 from pi_opt.network import PROFILES
 from pi_opt.profile import profile_model
-from pi_opt.techniques import autorep as autorep_mod
-from pi_opt.techniques import snl as snl_mod
+from pi_opt.techniques import _masks as masks_mod
 from pi_opt.techniques._masks import gated_sites
 from pi_opt.techniques._rounds import site_round_weights
 from pi_opt.techniques.autorep import AutoReP
@@ -49,7 +48,7 @@ def test_round_weights_price_rounds_in_relu_equivalents(ctx) -> None:
                                  * len(sites), rel=1e-9)
 
 
-def _capture_penalty(monkeypatch, module, tech, ctx):
+def _capture_penalty(monkeypatch, tech, ctx):
     """Run ``tech`` with its training loop stubbed out; return the hooks it passed to ``fit``."""
     seen: dict[str, object] = {}
 
@@ -57,7 +56,7 @@ def _capture_penalty(monkeypatch, module, tech, ctx):
         seen["hooks"], seen["model"] = kw["hooks"], model
         return types.SimpleNamespace(epochs_run=0)
 
-    monkeypatch.setattr(module, "fit", fake_fit)
+    monkeypatch.setattr(masks_mod, "fit", fake_fit)  # SNL, AutoReP: _masks.train_search
     tech.run(ctx, baseline_candidate(ctx), budget=BUDGET)
     return seen["hooks"], seen["model"]
 
@@ -76,7 +75,7 @@ def test_snl_penalty_relus_unchanged_latency_adds_site_rounds(ctx, monkeypatch) 
     n = float(sum(float(c.sum()) for c in counts))
     for c_ctx, weights in ((ctx, []), (_on_wan(ctx), site_round_weights(
             _on_wan(ctx), sites, drop_squares=False))):
-        hooks, model = _capture_penalty(monkeypatch, snl_mod, SNL(finetune_epochs=0), c_ctx)
+        hooks, model = _capture_penalty(monkeypatch, SNL(finetune_epochs=0), c_ctx)
         coeffs = hooks.param_groups(model)[1]["params"]
         _fill(coeffs, torch.Generator().manual_seed(0))
         lam = SNL().config.lambda_init
@@ -102,7 +101,7 @@ def test_autorep_hinge_relus_unchanged_latency_adds_site_rounds(ctx, monkeypatch
     n = int(sum(float(c.sum()) for c in counts))
     for c_ctx in (ctx, _on_wan(ctx)):
         tech = AutoReP(finetune_epochs=0, search_epochs=1)
-        hooks, model = _capture_penalty(monkeypatch, autorep_mod, tech, c_ctx)
+        hooks, model = _capture_penalty(monkeypatch, tech, c_ctx)
         ws = hooks.param_groups(model)[1]["params"]
         _fill(ws, torch.Generator().manual_seed(1))
         hooks.on_step(model, 1)  # gates follow w: an on gate turns off where w < -threshold
