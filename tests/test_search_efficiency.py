@@ -130,3 +130,26 @@ def test_bad_efficiency_configs(bad, match) -> None:
     with pytest.raises(ValidationError, match=match):
         _cfg(**bad)
     assert _cfg(budgets=[0.1]).effective_pruning() == "none"  # the default needs 2 buckets
+
+
+def test_a_trial_is_pruned_in_its_search_phase(tmp_path) -> None:
+    """AutoReP reports from its mask search once the gates meet the budget; a trial behind
+    its bucket stops there and skips its fine-tune (progress = epochs / planned epochs)."""
+    fast = {"chain": ["autorep"], "params": {"autorep": {"search_epochs": 4, "lam": 200.0,
+                                                          "mask_lr": 0.5}}}
+    cfg = _cfg(techniques=[fast], budgets=[0.6, 0.9], pruning="median", pruning_min_trials=1,
+               finetune={"epochs": 2})
+    session = SearchSession.open(cfg, workdir=tmp_path)
+    for b in session.budgets:  # a finished peer that was perfect from its first report
+        session.study.add_trial(optuna.trial.create_trial(
+            params={"chain": "autorep", "budget": b},
+            distributions={"chain": CategoricalDistribution(["autorep"]),
+                           "budget": CategoricalDistribution(session.budgets)},
+            values=[1.0, b], user_attrs={"curves": {str(b): [[0.01, 1.0]]}}))
+    session.run_trials(n_trials=4)
+    pruned = [p for p in session.finalize().points if p.pruned]
+    assert pruned, "no trial was pruned"
+    for p in pruned:
+        search = p.compute["search"]["epochs"]
+        assert p.compute["finetune"]["epochs"] == 0 and search < 4
+        assert p.pruned_at_epoch == search and not p.pareto

@@ -95,7 +95,7 @@ def peer_curves(trials: Iterable[Any], key: str) -> list[tuple[list[Point], floa
     own budget only, harvesting trials left out; ``reached`` is ``inf`` for a complete
     trial, else its last reported progress."""
     budget = int(key)
-    out = []
+    out: list[tuple[list[Point], float]] = []
     for t in trials:
         curve = t.user_attrs.get(CURVES, {}).get(key)
         if (curve and int(t.params.get("budget", -1)) == budget
