@@ -2,7 +2,8 @@
 
 A trial reports the validation accuracy of its network after every training epoch in
 which that network meets the trial's budget: mask-search epochs at the budget (AutoReP),
-from-scratch training (DeepReDuce, DeepReShape) and fine-tunes. Each report is stored at
+DeepReDuce's training, fine-tunes (not DeepReShape's HybReNet training, nor a chain step
+run at the ``chain_slack`` budget: those networks hold more ReLUs). Each report is stored at
 the trial's **progress**: its training epochs so far (every phase and technique of its
 chain; shared, cached computations such as stage criticality left out) over the epochs
 it plans (``_study.planned_epochs``), so a 28-epoch AutoReP trial and an 8-epoch
