@@ -55,7 +55,8 @@ class SearchConfig(BaseModel):
         ``chain_slack x budget`` ReLUs; the last reducer meets the budget.
     network: link between client and server (``pi_opt.network``): ``loopback``, ``lan``,
         ``wan`` or ``{rtt_ms, bandwidth_mbps}``; ``objective: latency`` ranks candidates
-        by the cost model's online seconds per sample on it.
+        by the cost model's online seconds per sample on it, and SNL's and AutoReP's
+        penalties add each site's rounds on it (``pi_opt.techniques._rounds``).
     latency_budgets_ms: latency budgets (ms per sample on ``network``) next to the ReLU
         budgets: each becomes the largest ReLU budget whose cheapest arrangement meets
         it (``pi_opt.costmodel.relu_budget_for_latency``), and the report answers it

@@ -51,7 +51,7 @@ from pi_opt.search._study import (
     STUDY_NAME, harvesting, make_sampler, make_storage, recover_stale, seed_grid,
 )
 from pi_opt.techniques import TECHNIQUES, baseline_candidate
-from pi_opt.techniques.base import Candidate, TechniqueContext
+from pi_opt.techniques.base import Candidate, LatencyObjective, TechniqueContext
 from pi_opt.training import evaluate
 from pi_opt.training._loops import ProgressFn, StopFn
 
@@ -170,7 +170,9 @@ class SearchSession:
             spec=spec, data=data, teacher=baseline.model, baseline_profile=baseline.manifest.profile,
             finetune=config.finetune, workdir=workdir / "cache", seed=config.seed,
             job_seed=config.seed, progress=progress, should_stop=should_stop,
-            fairness_weight=config.fairness_weight)
+            fairness_weight=config.fairness_weight,
+            latency=(LatencyObjective(network=config.network, cost_model=default_cost_model())
+                     if config.objective == "latency" else None))
         base_val = evaluate(baseline.model, data.val, num_classes=data.num_classes).per_class
         cost = default_cost_model() if config.objective in ("cost", "latency") else None
         return cls(config=config, workdir=workdir, study=study, ctx=ctx, baseline=baseline,

@@ -30,8 +30,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from torch import nn
 
 from pi_opt.artifacts import ModelSpec
+from pi_opt.costmodel import LatencyModel
 from pi_opt.data import DataBundle
 from pi_opt.errors import ConfigError
+from pi_opt.network import NetworkProfile
 from pi_opt.profile import ModelProfile, profile_model
 from pi_opt.registry import Registry
 from pi_opt.training import TrainConfig
@@ -68,6 +70,15 @@ class TechniqueConfig(BaseModel):
         return data
 
 
+@dataclass(frozen=True)
+class LatencyObjective:
+    """What ``objective: latency`` tells a technique: the job's link and the cost model
+    the search ranks candidates with (round-aware penalties price rounds with them)."""
+
+    network: NetworkProfile
+    cost_model: LatencyModel
+
+
 @dataclass
 class TechniqueContext:
     """Shared inputs of one search.
@@ -96,6 +107,10 @@ class TechniqueContext:
     #: Fairness-aware fine-tune: > 0 oversamples the classes the candidate harms most
     #: (``_common.fairness_resample``); 0 trains on the data as is.
     fairness_weight: float = 0.0
+    #: Set when the job's objective is ``latency``: learned-mask techniques (SNL, AutoReP)
+    #: then add each site's rounds on this link to their penalty (``_rounds``); None keeps
+    #: the ReLU-count penalties unchanged.
+    latency: LatencyObjective | None = None
 
     def emit(self, **event: Any) -> None:
         """Send one progress event (the keyword arguments as a dict) to ``progress``, if set."""
