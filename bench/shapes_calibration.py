@@ -18,7 +18,8 @@ model's predicted online latency (ms per sample), and the wall and CPU seconds o
 training (CPU = this process's user + system time, so it does not grow with the load of a
 shared machine). The machine load is recorded.
 
-    nice -n 10 python bench/shapes_calibration.py --out bench/results/shapes/calibration.json
+    nice -n 19 python bench/shapes_calibration.py --epochs 6 --search-epochs 3 --finetune-epochs 1 \
+        --out bench/results/shapes/calibration.json
 """
 
 from __future__ import annotations
