@@ -445,6 +445,11 @@ class AutoReP(Technique):
                             snap=state_snapshot(model, self._tensors(gates)))
             ctx.emit(type="technique", technique=self.name, epoch=epoch, relus=live,
                      density=live / total, val_accuracy=val_acc)
+            # at the budget, the gated network's accuracy is a comparable early report
+            if live <= budget and ctx.report_epoch(None, "search", epoch, val_acc) \
+                    and epoch < epochs:
+                ctx.cut_short()  # the search ends here; the fine-tune is skipped
+                return True
             return False
 
         def groups(model: nn.Module) -> list[dict[str, Any]]:
