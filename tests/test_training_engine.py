@@ -124,14 +124,15 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path: Path, select_on_val: 
 
     epochs_seen: list[int] = []
 
-    def killed_after_two(event: dict) -> None:  # progress comes after the epoch's checkpoint
-        epochs_seen.append(event["epoch"])
-        if event["epoch"] == 2:
+    def killed_in_epoch_three() -> bool:  # the worker dies after epoch 2's checkpoint
+        if epochs_seen[-1:] == [2]:
             raise Cancelled("worker killed")
+        return False
 
     ck = tmp_path / "trial"
     with pytest.raises(Cancelled):
-        fit(_model(), train, val, cfg, checkpoint=ck, progress=killed_after_two)
+        fit(_model(), train, val, cfg, checkpoint=ck, should_stop=killed_in_epoch_three,
+            progress=lambda ev: epochs_seen.append(ev["epoch"]))
     assert (ck / "train_state.pt").is_file()
     resumed = fit(m := _model(), train, val, cfg, checkpoint=ck,
                   hooks=TrainHooks(on_epoch_end=lambda mm, e, a: epochs_seen.append(e)))

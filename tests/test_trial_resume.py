@@ -1,8 +1,8 @@
 """A killed technique trial resumes mid-training from its per-epoch checkpoints.
 
 Every registered technique runs a tiny trial three times: uninterrupted; killed after
-about half of its training epochs (an exception raised from the progress callback right
-after an epoch's checkpoint, as a worker dying there); and re-run on the same checkpoints.
+about half of its training epochs (an exception raised from ``should_stop`` at the next
+training step, as a worker dying there); and re-run on the same checkpoints.
 The re-run must train exactly the epochs the killed run had not finished and end with
 the same candidates (ReLU count, validation accuracy, outputs). A search trial whose
 worker dies is re-enqueued with its checkpoint line and resumes the same way.
@@ -43,8 +43,9 @@ def _trained(events: list[dict[str, Any]]) -> list[tuple[str, int]]:
 
 
 def _run(ctx: TechniqueContext, name: str, start: Candidate, budget: int, work: Path,
-         progress: Any) -> list[Candidate]:
+         progress: Any, should_stop: Any = None) -> list[Candidate]:
     run_ctx = dataclasses.replace(ctx, workdir=work / "cache", progress=progress,
+                                  should_stop=should_stop,
                                   checkpoints=TrainingCheckpoints(work / "checkpoints"))
     torch.manual_seed(0)
     return TECHNIQUES.get(name)(**SHORT.get(name, {})).run(run_ctx, start.clone(), budget=budget)
@@ -81,13 +82,13 @@ def test_killed_trial_resumes_mid_training(name: str, tmp_path: Path) -> None:
     kill_after = len(trained) // 2
     seen: list[dict[str, Any]] = []
 
-    def dies(event: dict[str, Any]) -> None:
-        seen.append(event)
-        if len(_trained(seen)) == kill_after:
+    def dies() -> bool:  # at the first training step after epoch `kill_after`
+        if len(_trained(seen)) >= kill_after:
             raise _Killed
+        return False
 
     with pytest.raises(_Killed):
-        _run(ctx, name, start, budget, tmp_path / "killed", dies)
+        _run(ctx, name, start, budget, tmp_path / "killed", seen.append, dies)
     rerun_events: list[dict[str, Any]] = []
     resumed = _run(ctx, name, start, budget, tmp_path / "killed", rerun_events.append)
     assert _trained(rerun_events) == trained[kill_after:]  # only the unfinished epochs
@@ -99,13 +100,14 @@ def test_dead_search_trial_resumes_and_cleans_up(tmp_path: Path) -> None:
         {"chain": ["snl"], "params": {"snl": {"max_search_epochs": 3}}}]})
     seen: list[dict[str, Any]] = []
 
-    def dies_in_epoch_two(event: dict[str, Any]) -> None:
-        seen.append(event)
-        if _trained(seen)[-1:] == [("snl-search", 2)]:
+    def dies_in_epoch_three() -> bool:
+        if ("snl-search", 2) in _trained(seen):
             raise SystemExit("worker going down")  # the trial stays RUNNING, as if killed
+        return False
 
     session = SearchSession.open(cfg, workdir=tmp_path)
-    session.progress = dies_in_epoch_two
+    session.progress = seen.append
+    session.ctx = dataclasses.replace(session.ctx, should_stop=dies_in_epoch_three)
     with pytest.raises(SystemExit):
         session.run_trials()
     dead = session.study.get_trials()[0]

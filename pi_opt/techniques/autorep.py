@@ -400,13 +400,12 @@ class AutoReP(Technique):
         cfg = self.config
         target = budget / total
         mode = {"collect": False}
-        mom = cfg.stats_momentum
         mask_lr = cfg.mask_lr or scaled_mask_lr(ctx, cfg.mask_lr_scale)
         drop_gen = torch.Generator().manual_seed(ctx.seed + 17)
         dropped = [False] * len(gates)
 
         handles = [gt.g.site.register_forward_hook(
-                       _blend_hook(i, gt, dropped=dropped, mode=mode, momentum=mom,
+                       _blend_hook(i, gt, dropped=dropped, mode=mode, momentum=cfg.stats_momentum,
                                    effective=self._effective))
                    for i, gt in enumerate(gates)]
         best: dict[str, Any] = {"val": -1.0, "snap": None, "epoch": 0}
@@ -456,12 +455,10 @@ class AutoReP(Technique):
             return [weights_group(model),
                     {"params": [gt.w for gt in gates], "lr": mask_lr, "weight_decay": 0.0,
                      "betas": (cfg.mask_beta1, 0.999)},
-                    {"params": [gt.coef for gt in gates], "lr": cfg.poly_lr,
-                     "weight_decay": 0.0}]
+                    {"params": [gt.coef for gt in gates], "lr": cfg.poly_lr, "weight_decay": 0.0}]
 
-        tcfg = search_train_config(ctx, epochs=epochs, lr=cfg.lr,
-                                   weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                                   kd_temperature=cfg.kd_temperature)
+        tcfg = search_train_config(ctx, epochs=epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                   schedule=cfg.schedule, kd_temperature=cfg.kd_temperature)
         try:
             self._calibrate(ctx, work, gates, mode, tcfg.batch_size)
             res = train_search(ctx, work, tcfg, TrainHooks(

@@ -202,10 +202,10 @@ def fit(
         rec = {"epoch": float(epoch), "loss": float(loss_sum) / steps_per_epoch,
                "train_accuracy": float(hits) / max(1, batches.n), "val_accuracy": val_acc}
         run.end_epoch(epoch, rec, val is not None)
-        stop = hooks.on_epoch_end is not None and bool(hooks.on_epoch_end(model, epoch, val_acc))
-        run.save(epoch, stopped=stop)  # after the hook: its state changes are part of the epoch
         if progress is not None:
             progress({"phase": phase, "epoch": epoch, "epochs": config.epochs, **rec})
+        stop = hooks.on_epoch_end is not None and bool(hooks.on_epoch_end(model, epoch, val_acc))
+        run.save(epoch, stopped=stop)  # after the hook: its state changes are part of the epoch
         if stop:
             break
     return run.finish(val, t0)
