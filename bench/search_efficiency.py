@@ -7,9 +7,12 @@ accuracy; reference: the baseline's ReLUs and chance accuracy) and every front p
 then ``compute_ratio`` (in training images: exact, not wall time) and
 ``hypervolume_ratio`` of the second run against the first.
 
-    nice -n 10 python bench/search_efficiency.py --config configs/digits_bench.yaml \\
-        --techniques snl autorep deepreduce --budgets 0.02 0.05 0.2 0.5 --extra-trials 6 \\
-        --out bench/results/search_efficiency.json
+    OMP_NUM_THREADS=1 nice -n 19 python bench/search_efficiency.py \\
+        --config configs/digits_bench.yaml --budgets 0.02 0.05 0.2 0.5 --extra-trials 4 \\
+        --values none default halving --jobs 3 --out bench/results/search_efficiency.json
+
+The first run is the reference; every run gets ``ratios`` against it, and the top-level
+ratios are those of the ``default`` run (else the last one).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -27,8 +31,12 @@ from typing import Any
 import yaml
 
 from pi_opt.report.pareto import hypervolume_2d
+from pi_opt.search._compute import PHASES as ALL_PHASES
 from pi_opt.report.schema import ParetoReport
 from pi_opt.search import SearchConfig, SearchSession
+
+
+PHASES = ALL_PHASES[:3]  # search, finetune, evaluation (MPC is off)
 
 
 def front_hypervolume(report: ParetoReport) -> float:
@@ -66,6 +74,23 @@ def run_job(raw: dict[str, Any], workdir: Path, extra_trials: int) -> dict[str, 
     }
 
 
+def ratios(run: dict[str, Any], ref: dict[str, Any]) -> dict[str, float | None]:
+    """``run`` against the reference run: training images (``compute_ratio``; exact, load
+    independent), epochs, wall seconds of training (load dependent) and validation
+    hypervolume."""
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 4) if b else None
+    return {"compute_ratio": ratio(run["training_images"], ref["training_images"]),
+            "epoch_ratio": ratio(run["training_epochs"], ref["training_epochs"]),
+            "seconds_ratio": ratio(run["training_seconds"], ref["training_seconds"]),
+            "hypervolume_ratio": ratio(run["hypervolume_val"], ref["hypervolume_val"])}
+
+
+def uptime() -> str:
+    """The host's load averages (1, 5, 15 min) as ``os.getloadavg`` gives them."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def base_config(args: argparse.Namespace) -> dict[str, Any]:
     raw = yaml.safe_load(Path(args.config).read_text())
     if args.techniques:  # names / "a+b" chains, or JSON chain specs
@@ -85,8 +110,15 @@ def markdown(path: Path) -> str:
         lines.append(f"| `{r['label'][:60]}` | {r['training_epochs']:,} | "
                      f"{r['training_images']:,} | {r['training_seconds']:.0f} | {r['points']} | "
                      f"{r['pruned']} | {r['hypervolume_val']:.4f} |")
-    lines += ["", f"compute_ratio (images) {res['compute_ratio']}, epoch_ratio "
-              f"{res['epoch_ratio']}, hypervolume_ratio {res['hypervolume_ratio']}", "",
+    lines += [""] + [f"`{r['label']}` vs `{res['runs'][0]['label']}`: " + ", ".join(
+        f"{k} {v}" for k, v in r["ratios"].items()) for r in res["runs"][1:]]
+    lines += ["", "| run | " + " | ".join(f"{p} epochs / s" for p in PHASES) + " |",
+              "|---|" + "---:|" * len(PHASES)]
+    for r in res["runs"]:
+        ph = r["compute"]["trials"]
+        lines.append(f"| `{r['label'][:40]}` | " + " | ".join(
+            f"{ph[p]['epochs']:,} / {ph[p]['seconds']:.0f}" for p in PHASES) + " |")
+    lines += ["",
               "| budget | run | points: chain val/test (worst-class val drop) |", "|---:|---|---|"]
     for b in res["runs"][0]["points_by_budget"]:
         for r in res["runs"]:
@@ -123,6 +155,7 @@ def main() -> None:
         print(markdown(args.table))
         return
     raw = base_config(args)
+    load_before = uptime()
     root = Path(args.keep or tempfile.mkdtemp(prefix="search_eff_"))
     jobs = []
     for v in args.values:
@@ -137,21 +170,22 @@ def main() -> None:
     for r in runs:
         print(json.dumps({k: r[k] for k in ("label", "training_epochs", "training_images",
                                             "wall_s", "pruned", "hypervolume_val")}), flush=True)
-    ref, new = runs[0], runs[-1]
+    ref = runs[0]
+    for r in runs:
+        r["ratios"] = ratios(r, ref)
+    default = next((r for r in runs if r["label"].endswith("=default")), runs[-1])
     out = {
-        "command": "nice -n 10 python bench/search_efficiency.py " + " ".join(
+        "command": "nice -n 19 python bench/search_efficiency.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items() if v is not None and k not in ("keep", "jobs", "table")),
         "config": args.config, "techniques": raw["techniques"], "budgets": raw["budgets"],
-        "extra_trials": args.extra_trials, "runs": runs,
-        "compute_ratio": round(new["training_images"] / max(1, ref["training_images"]), 4),
-        "epoch_ratio": round(new["training_epochs"] / max(1, ref["training_epochs"]), 4),
-        "hypervolume_ratio": round(new["hypervolume_val"] / ref["hypervolume_val"], 4)
-        if ref["hypervolume_val"] else None,
+        "extra_trials": args.extra_trials, "load_before": load_before, "load_after": uptime(),
+        "reference": ref["label"], "compared": default["label"], "runs": runs,
+        **default["ratios"],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
-    print(json.dumps({k: out[k] for k in ("compute_ratio", "epoch_ratio", "hypervolume_ratio")}))
+    print(json.dumps({r["label"]: r["ratios"] for r in runs}))
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -192,6 +192,7 @@ class CryptenBackend:
             server_rounds=int(statistics.median(sres["rounds"])),
             server_bytes_per_party=int(statistics.median(sres["crypten_bytes"])) // 2,
             ops=_op_records(plan, cres["ops"], cfg.batch_size),
+            extra={"cpu_s": {"client": cres.get("cpu_s", []), "server": sres.get("cpu_s", [])}},
         )
 
     # ---- demo -----------------------------------------------------------------------

@@ -90,21 +90,23 @@ def party_main(rank: int, job: Job) -> list[dict[str, Any]]:
             lat: list[float] = []
             rounds: list[int] = []
             nbytes: list[int] = []
+            cpu: list[float] = []
             timed_logits = None
             for r in range(job.warmup + job.repeats):
                 c.barrier()
                 c.reset_communication_stats()
                 meter.recording = r >= job.warmup
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 timed_logits = _infer(plan, ops, mj.timed, job.batch_size, rank, device, meter)
-                dt = time.perf_counter() - t0
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
                 st = c.get_communication_stats()
                 if r >= job.warmup:
                     lat.append(dt)
+                    cpu.append(dc)
                     rounds.append(int(st["rounds"]))
                     nbytes.append(int(st["bytes"]))
             results.append({
-                "latencies": lat, "rounds": rounds, "crypten_bytes": nbytes,
+                "latencies": lat, "cpu_s": cpu, "rounds": rounds, "crypten_bytes": nbytes,
                 "ops": {i: (s.seconds, s.rounds, s.crypten_bytes) for i, s in meter.stats.items()},
                 "logits": torch.cat(logits) if logits else None,
                 "timed_logits": timed_logits,

@@ -44,6 +44,16 @@ def test_wrn_and_hybrenet_counts() -> None:
     assert h.by_stage()["layer3"] == 400 * 8 * 8 * 4
 
 
+def test_mobilenet_v2_counts() -> None:
+    """CIFAR MobileNetV2 on 32x32: stem 32x32x32, per block expansion + depthwise ReLUs
+    (stage 1 has no expansion), head 1280x4x4; depthwise convs are grouped."""
+    p = profile_model(create_model("mobilenet_v2"), (3, 32, 32))
+    assert p.relus == 1_502_208 and len(p.sites) == 35
+    assert p.by_stage()["stem"] == 32 * 32 * 32 and p.by_stage()["layer1"] == 32 * 32 * 32
+    assert p.by_stage()["head"] == 1280 * 4 * 4
+    assert p.by_stage()["layer7"] == 2 * 960 * 4 * 4
+
+
 def test_maxpool_comparisons_counted() -> None:
     p = profile_model(create_model("vgg16", pool="max", width_mult=0.125), (3, 32, 32))
     # pool outputs: 8x16x16, 16x8x8, 32x4x4, 64x2x2, 64x1x1, 3 comparisons each

@@ -66,6 +66,10 @@ def test_predict_equals_hand_computed_formula() -> None:
     c1 = counts_from_profile(prof)
     assert (c1.rounds, c1.bytes) == (rounds, pytest.approx(nbytes))
     assert m.predict(prof) == pytest.approx(expected, rel=1e-12)
+    # mixed sites: the shorter parts' rounds run fused inside the longest's (a: 1, c: 7)
+    assert c1.fused_rounds == 1 + 7
+    fused = m.model_copy(update={"per_fused_round_s": 2e-3})
+    assert fused.predict(prof) == pytest.approx(expected + 2e-3 * 8, rel=1e-12)
     c2 = counts_from_profile(prof, batch_size=2)
     assert c2.rounds == rounds and c2.circa == {8: 100.0, 16: 80.0}
     assert m.predict_bytes(prof, batch_size=2) == c2.bytes
@@ -98,6 +102,8 @@ def test_protocol_costs_match_crypten_counts() -> None:
 #: add an entry: the test below fails for a missing one).
 SMALL_ARCHS: dict[str, dict] = {
     "hybrenet": {"base_width": 2, "multipliers": (1, 1, 1), "blocks": (1, 1, 1, 1)},
+    "mobilenet_v2": {"width_mult": 0.125, "expansion": 2, "blocks": (1, 2, 2, 1, 1, 1, 1),
+                     "head_width": 64},
     "resnet": {"widths": (4, 8, 8), "stem_relu": True},
     "resnet18": {"width_mult": 0.0625},
     "resnet34": {"width_mult": 0.0625},
@@ -128,6 +134,7 @@ def test_profile_and_plan_agree_on_every_architecture(name: str) -> None:
     shape = (3, 8, 8) if name == "wrn22_8" else (3, 32, 32)
     torch.manual_seed(0)
     model = prepare_sites(create_model(name, **SMALL_ARCHS[name])).eval()
+    shipped, wan = default_cost_model(), resolve_network("wan")
     for variant in ("all_relu", "mixed"):
         if variant == "mixed":
             _mixed_sites(model, shape, seed=len(name))
@@ -140,6 +147,10 @@ def test_profile_and_plan_agree_on_every_architecture(name: str) -> None:
             assert p.bytes == pytest.approx(q.bytes, rel=0.05), (variant, batch, weights)
             assert (p.relus, p.circa, p.poly_mults, p.macs) == (q.relus, q.circa,
                                                                 q.poly_mults, q.macs)
+            for net in (None, wan):  # the search's latency = the plan's, loopback and WAN
+                lp = shipped.predict_counts(p) if net is None else shipped.predict_network(p, net)
+                lq = shipped.predict_counts(q) if net is None else shipped.predict_network(q, net)
+                assert lp == pytest.approx(lq, rel=1e-3), (variant, batch, weights, net)
         linear = sum(op.kind in ("conv", "linear", "affine") for op in plan.ops)
         assert p.linear_rounds == 0 and q.rounds >= linear + 1
 

@@ -141,6 +141,8 @@ def test_import_mpc_and_pi_opt_never_import_crypten() -> None:
      (3, 16, 16), "channel"),
     ("wrn", {"depth": 10, "widen": 1}, (3, 16, 16), "element"),            # standalone BN
     ("vgg16", {"width_mult": 0.0625, "pool": "max"}, (3, 32, 32), "channel"),
+    ("mobilenet_v2", {"width_mult": 0.125, "expansion": 2, "blocks": (1, 2, 1, 1, 1, 1, 1),
+                      "head_width": 32}, (3, 16, 16), "element"),        # depthwise convs
 ])
 def test_lowering_matches_model_and_profile(name: str, kwargs: dict, shape: tuple,
                                             granularity: str) -> None:
@@ -276,6 +278,8 @@ def test_encrypted_matches_plaintext(measured: dict) -> None:
     assert m.rounds == plan_rounds(lower(model, TINY.input_shape)) == 7 * 9 + 10 + 1
     assert m.bytes_per_party == plan_counts(lower(model, TINY.input_shape)).bytes > 0
     assert m.latency_s > 0
+    cpu = measured["reports"]["plain"].extra["cpu_s"]  # per party, per timed repeat
+    assert len(cpu["client"]) == len(cpu["server"]) == 2 and min(cpu["client"]) > 0
     assert m.latency_linear_s and m.latency_nonlinear_s
     assert m.latency_linear_s + m.latency_nonlinear_s <= m.latency_s * 1.01
     assert m.bytes_linear + m.bytes_nonlinear <= m.bytes_per_party

@@ -61,7 +61,7 @@ def test_a_trial_behind_its_bucket_is_pruned(tmp_path) -> None:
             params={"chain": "deepreduce", "budget": b},
             distributions={"chain": CategoricalDistribution(["deepreduce"]),
                            "budget": CategoricalDistribution(session.budgets)},
-            values=[1.0, b], user_attrs={"curves": {str(b): [1.0, 1.0, 1.0]}}))
+            values=[1.0, b], user_attrs={"curves": {str(b): [[0.01, 1.0], [1.0, 1.0]]}}))
     events: list[dict] = []
     session.progress = events.append
     session.run_trials(n_trials=3)
@@ -76,14 +76,23 @@ def test_a_trial_behind_its_bucket_is_pruned(tmp_path) -> None:
 
 
 def test_pruning_rules() -> None:
-    peers = [[0.5, 0.6, 0.7], [0.7, 0.8, 0.9], [0.2]]
-    assert should_prune("median", [0.4], peers, min_peers=2)
-    assert not should_prune("median", [0.7], peers, min_peers=2)
-    assert not should_prune("median", [0.1, 0.1], peers, min_peers=3)  # 2 voters at epoch 2
-    assert not should_prune("none", [0.0], peers, min_peers=1)
-    assert should_prune("halving", [0.55], peers, min_peers=1)  # rung 1: top 4 // 3 = 1
-    assert not should_prune("halving", [0.1, 0.1], peers, min_peers=1)  # epoch 2: no rung
-    assert not should_prune("halving", [0.71], peers, min_peers=1)
+    done = float("inf")
+    # (progress, val accuracy) curves of finished peers; the third was pruned at 0.2
+    peers = [([(0.1, 0.5), (0.5, 0.6), (1.0, 0.7)], done),
+             ([(0.1, 0.7), (0.5, 0.8), (1.0, 0.9)], done), ([(0.2, 0.2)], 0.2)]
+    assert should_prune("median", [(0.1, 0.55)], peers, min_peers=2)  # median of 0.5, 0.7
+    assert not should_prune("median", [(0.1, 0.7)], peers, min_peers=2)
+    assert not should_prune("median", [(0.1, 0.1)], peers, min_peers=2, warmup=0.2)
+    assert not should_prune("median", [(0.05, 0.1)], peers, min_peers=1)  # no peer report yet
+    assert not should_prune("median", [(0.3, 0.1)], peers, min_peers=3)  # pruned peer: 0.2
+    assert should_prune("median", [(0.2, 0.1)], peers, min_peers=3)
+    assert not should_prune("none", [(0.5, 0.0)], peers, min_peers=1)
+    # halving: rungs at 1/3, 1/9, ...; top 1/3 of (votes + itself) survive a rung
+    assert should_prune("halving", [(0.05, 0.1), (0.12, 0.65)], peers, min_peers=1)
+    assert not should_prune("halving", [(0.12, 0.65), (0.2, 0.1)], peers, min_peers=1)
+    assert not should_prune("halving", [(0.3, 0.71), (0.4, 0.75)], peers, min_peers=1)
+    assert should_prune("halving", [(0.3, 0.6), (0.4, 0.65)], peers, min_peers=1)
+    assert not should_prune("halving", [(0.3, 0.85), (0.4, 0.85)], peers, min_peers=1)
 
 
 def _pt(trial: int, relus: int, acc: float, **kw) -> ParetoPoint:
@@ -121,3 +130,26 @@ def test_bad_efficiency_configs(bad, match) -> None:
     with pytest.raises(ValidationError, match=match):
         _cfg(**bad)
     assert _cfg(budgets=[0.1]).effective_pruning() == "none"  # the default needs 2 buckets
+
+
+def test_a_trial_is_pruned_in_its_search_phase(tmp_path) -> None:
+    """AutoReP reports from its mask search once the gates meet the budget; a trial behind
+    its bucket stops there and skips its fine-tune (progress = epochs / planned epochs)."""
+    fast = {"chain": ["autorep"], "params": {"autorep": {"search_epochs": 4, "lam": 200.0,
+                                                          "mask_lr": 0.5}}}
+    cfg = _cfg(techniques=[fast], budgets=[0.6, 0.9], pruning="median", pruning_min_trials=1,
+               finetune={"epochs": 2})
+    session = SearchSession.open(cfg, workdir=tmp_path)
+    for b in session.budgets:  # a finished peer that was perfect from its first report
+        session.study.add_trial(optuna.trial.create_trial(
+            params={"chain": "autorep", "budget": b},
+            distributions={"chain": CategoricalDistribution(["autorep"]),
+                           "budget": CategoricalDistribution(session.budgets)},
+            values=[1.0, b], user_attrs={"curves": {str(b): [[0.01, 1.0]]}}))
+    session.run_trials(n_trials=4)
+    pruned = [p for p in session.finalize().points if p.pruned]
+    assert pruned, "no trial was pruned"
+    for p in pruned:
+        search = p.compute["search"]["epochs"]
+        assert p.compute["finetune"]["epochs"] == 0 and search < 4
+        assert p.pruned_at_epoch == search and not p.pareto

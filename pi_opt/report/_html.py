@@ -95,7 +95,7 @@ def _hover(p: ParetoPoint, base_test: float) -> str:
     if p.harvested_from is not None:
         lines.append(f"harvested from trial #{p.harvested_from}")
     if p.pruned:
-        lines.append(f"<i>pruned</i> at fine-tune epoch {p.pruned_at_epoch}")
+        lines.append(f"<i>pruned</i> after {p.pruned_at_epoch} training epochs")
     if p.worst_class_drop is not None:
         lines.append(f"worst-class val drop: {fmt_pp(-p.worst_class_drop)}"
                      + ("" if p.feasible else " <i>violates max_class_drop</i>"))

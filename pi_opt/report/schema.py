@@ -82,7 +82,7 @@ class ParetoPoint(_Model):
     # search efficiency and fairness (pi_opt.search)
     compute: dict[str, Any] | None = None  # per phase {"epochs", "images", "seconds"}
     pruned: bool = False                # stopped early behind its budget bucket: never on the front
-    pruned_at_epoch: int | None = None
+    pruned_at_epoch: int | None = None  # training epochs of the trial when it was stopped
     worst_class_drop: float | None = None  # largest per-class val accuracy drop vs baseline
     feasible: bool = True               # meets max_class_drop: infeasible points never on the front
 

@@ -36,6 +36,8 @@ class ComputeMeter:
         self.images_per_epoch = images_per_epoch
         self.phases: dict[str, dict[str, float]] = {p: empty() for p in PHASES}
         self.mark = time.perf_counter()
+        #: epochs of this trial's own work (shared, cached criticality left out): its progress
+        self.own_epochs = 0
 
     def wrap(self, progress: ProgressFn | None) -> ProgressFn:
         """A progress callback that counts each epoch event (epochs, images, seconds since the
@@ -49,6 +51,7 @@ class ComputeMeter:
                 acc["images"] += self.images_per_epoch
                 acc["seconds"] += now - self.mark
                 self.mark = now
+                self.own_epochs += "criticality" not in str(event["phase"])
             if progress is not None:
                 progress(event)
         return observe

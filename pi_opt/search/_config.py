@@ -42,10 +42,13 @@ class SearchConfig(BaseModel):
         cost model's latency estimate in seconds per sample
         (``pi_opt.costmodel.default_cost_model().predict``: ReLUs, Circa ReLUs by l,
         polynomial multiplications, MACs, rounds).
-    pruning: early stopping of trials behind their budget bucket at the same fine-tune
-        epoch (``median`` or successive ``halving``, see ``pi_opt.search._pruning``);
-        needs >= 2 budgets when set explicitly (with one budget the default is off).
-    pruning_min_trials: finished trials a bucket needs before it prunes.
+    pruning: early stopping of trials behind their budget bucket at the same progress
+        (fraction of their planned training epochs; ``median`` or successive ``halving``,
+        see ``pi_opt.search._pruning``); needs >= 2 budgets when set explicitly (with one
+        budget the default is off).
+    pruning_min_trials: finished trials of a bucket that must vote before it prunes.
+    pruning_warmup: progress (fraction of a trial's planned epochs) before which no trial
+        is pruned.
     max_class_drop: study constraint: the largest allowed drop of any class's validation
         accuracy against the baseline (fraction in (0, 1]); violating points stay in
         trials.csv but never reach the front.
@@ -55,7 +58,8 @@ class SearchConfig(BaseModel):
         ``chain_slack x budget`` ReLUs; the last reducer meets the budget.
     network: link between client and server (``pi_opt.network``): ``loopback``, ``lan``,
         ``wan`` or ``{rtt_ms, bandwidth_mbps}``; ``objective: latency`` ranks candidates
-        by the cost model's online seconds per sample on it.
+        by the cost model's online seconds per sample on it, and SNL's and AutoReP's
+        penalties add each site's rounds on it (``pi_opt.techniques._rounds``).
     latency_budgets_ms: latency budgets (ms per sample on ``network``) next to the ReLU
         budgets: each becomes the largest ReLU budget whose cheapest arrangement meets
         it (``pi_opt.costmodel.relu_budget_for_latency``), and the report answers it
@@ -86,6 +90,7 @@ class SearchConfig(BaseModel):
     measure_mpc: Literal["none", "front", "all"] = "none"
     pruning: Literal["none", "median", "halving"] = "median"
     pruning_min_trials: int = Field(2, ge=1)
+    pruning_warmup: float = Field(0.0, ge=0, lt=1)
     max_class_drop: float | None = Field(None, gt=0, le=1)
     fairness_weight: float = Field(0.0, ge=0)
     mpc: dict[str, Any] = Field(default_factory=dict)

@@ -1,24 +1,41 @@
 """Early stopping of trials per budget bucket (Optuna's pruners are single-objective only).
 
-Every trial reports its validation accuracy after each fine-tune epoch of a candidate;
-the curves live in the trial's user attrs (``curves``: ``"<budget>" -> [acc, ...]``; a
-technique that trains in two phases restarts the curve at the second one's epoch 1).
-A trial is compared with the finished (complete or pruned) trials of the same budget
-bucket, whatever their technique, at the same epoch, on best-so-far accuracy:
+A trial reports the validation accuracy of its network after every training epoch in
+which that network meets the trial's budget: mask-search epochs at the budget (AutoReP),
+DeepReDuce's training, fine-tunes (not DeepReShape's HybReNet training, nor a chain step
+run at the ``chain_slack`` budget: those networks hold more ReLUs). Each report is stored at
+the trial's **progress**: its training epochs so far (every phase and technique of its
+chain; shared, cached computations such as stage criticality left out) over the epochs
+it plans (``_study.planned_epochs``), so a 28-epoch AutoReP trial and an 8-epoch
+DeepReDuce trial are compared at the same fraction of their work. The curves live in the
+trial's user attrs (``curves``: ``"<budget>" -> [[progress, accuracy], ...]``).
 
-* ``median``: stop when below the median of the bucket.
-* ``halving``: successive halving; at rungs (epochs 1, eta, eta^2, ...) stop unless in
-  the top ``1/eta`` of the bucket (itself included).
+A trial is compared with the finished trials of the same budget bucket, whatever their
+chain, on best-so-far accuracy at its current progress: a complete peer votes with its
+best report up to that progress (it abstains while it had none yet), a pruned peer only
+up to the progress it reached. Harvesting trials (one SNL descent for every budget) are
+never pruned and never vote: their epochs are not one bucket's.
+
+* ``median``: stop when below the median of the votes.
+* ``halving``: successive halving; at the rungs ``1/eta^k`` of progress (k >= 1) stop
+  unless in the top ``1/eta`` of the votes (itself included).
+
+Fewer than ``min_peers`` votes never prune; neither does progress below ``warmup``.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 PruningMode = Literal["none", "median", "halving"]
 CURVES = "curves"
+#: user attr of a trial whose reports do not vote (a harvesting descent)
+NO_VOTE = "harvesting"
+Point = Sequence[float]  # (progress in (0, ~1], validation accuracy)
+EPS = 1e-9
 
 
 def bucket_key(budget: int) -> str:
@@ -26,42 +43,64 @@ def bucket_key(budget: int) -> str:
     return str(int(budget))
 
 
-def _is_rung(epoch: int, eta: int) -> bool:
-    r = 1
-    while r < epoch:
-        r *= eta
-    return r == epoch
+def best_until(curve: Sequence[Point], progress: float) -> float | None:
+    """Best accuracy of ``curve`` reported at or before ``progress`` (None: no report yet)."""
+    accs = [a for p, a in curve if p <= progress + EPS]
+    return max(accs) if accs else None
 
 
-def should_prune(mode: PruningMode, mine: Sequence[float], peers: Iterable[Sequence[float]], *,
-                 min_peers: int, eta: int = 3) -> bool:
-    """Whether a trial whose bucket curve so far is ``mine`` (one value per epoch) stops.
+def votes_at(peers: Iterable[tuple[Sequence[Point], float]], progress: float) -> list[float]:
+    """Votes at ``progress`` of peers ``(curve, reached)``; ``reached``: the progress a pruned
+    peer got to (``inf`` for a complete one)."""
+    out = []
+    for curve, reached in peers:
+        v = best_until(curve, progress)
+        if v is not None and reached >= progress - EPS:
+            out.append(v)
+    return out
 
-    ``peers``: curves of finished trials of the same bucket; only those that reached
-    this epoch vote. Fewer than ``min_peers`` voters never prune.
-    """
-    epoch = len(mine)
-    if mode == "none" or epoch == 0:
+
+def _crossed_rung(before: float, now: float, eta: int) -> bool:
+    """Whether a rung ``1/eta^k`` (k >= 1) lies in ``(before, now]``."""
+    if now <= 0:
         return False
-    votes = [max(c[:epoch]) for c in peers if len(c) >= epoch]
+    k = max(1, math.ceil(-math.log(now, eta) - EPS))  # smallest k with 1/eta^k <= now
+    return 1 / eta ** k > before + EPS
+
+
+def should_prune(mode: PruningMode, mine: Sequence[Point],
+                 peers: Iterable[tuple[Sequence[Point], float]], *,
+                 min_peers: int, eta: int = 3, warmup: float = 0.0) -> bool:
+    """Whether a trial whose bucket curve so far is ``mine`` (``(progress, accuracy)`` pairs,
+    the last one just reported) stops; ``peers`` as in :func:`votes_at`."""
+    if mode == "none" or not mine:
+        return False
+    now = mine[-1][0]
+    if now < warmup - EPS:
+        return False
+    votes = votes_at(peers, now)
     if len(votes) < min_peers:
         return False
-    me = max(mine)
+    me = max(a for _, a in mine)
     if mode == "median":
         return me < statistics.median(votes)
-    if not _is_rung(epoch, eta):
+    before = mine[-2][0] if len(mine) > 1 else 0.0
+    if not _crossed_rung(before, now, eta):
         return False
     pool = sorted([*votes, me], reverse=True)
     return me < pool[max(1, len(pool) // eta) - 1]
 
 
-def peer_curves(trials: Iterable[Any], key: str) -> list[list[float]]:
-    """Curves of ``key`` held by ``trials`` (FrozenTrials) for their own budget only
-    (a harvesting trial's other budgets belong to the harvested trials)."""
+def peer_curves(trials: Iterable[Any], key: str) -> list[tuple[list[Point], float]]:
+    """``(curve, reached)`` of ``key`` held by finished ``trials`` (FrozenTrials) for their
+    own budget only, harvesting trials left out; ``reached`` is ``inf`` for a complete
+    trial, else its last reported progress."""
     budget = int(key)
-    out = []
+    out: list[tuple[list[Point], float]] = []
     for t in trials:
         curve = t.user_attrs.get(CURVES, {}).get(key)
-        if curve and int(t.params.get("budget", -1)) == budget:
-            out.append(list(curve))
+        if (curve and int(t.params.get("budget", -1)) == budget
+                and not t.user_attrs.get(NO_VOTE)):
+            complete = t.state.name == "COMPLETE"
+            out.append(([tuple(p) for p in curve], math.inf if complete else curve[-1][0]))
     return out

@@ -45,13 +45,14 @@ from pi_opt.search._compute import ComputeMeter, job_compute
 from pi_opt.search._config import ChainSpec, SearchConfig
 from pi_opt.search._evaluate import evaluate_candidate, worst_class_drop
 from pi_opt.search._pruning import (
-    CURVES, bucket_key, peer_curves, should_prune,
+    CURVES, NO_VOTE, bucket_key, peer_curves, should_prune,
 )
 from pi_opt.search._study import (
-    STUDY_NAME, harvesting, make_sampler, make_storage, recover_stale, seed_grid,
+    STUDY_NAME, harvesting, make_sampler, make_storage, planned_epochs, recover_stale,
+    seed_grid,
 )
 from pi_opt.techniques import TECHNIQUES, baseline_candidate
-from pi_opt.techniques.base import Candidate, TechniqueContext
+from pi_opt.techniques.base import Candidate, EarlyStop, LatencyObjective, TechniqueContext
 from pi_opt.training import evaluate
 from pi_opt.training._loops import ProgressFn, StopFn
 
@@ -170,7 +171,9 @@ class SearchSession:
             spec=spec, data=data, teacher=baseline.model, baseline_profile=baseline.manifest.profile,
             finetune=config.finetune, workdir=workdir / "cache", seed=config.seed,
             job_seed=config.seed, progress=progress, should_stop=should_stop,
-            fairness_weight=config.fairness_weight)
+            fairness_weight=config.fairness_weight,
+            latency=(LatencyObjective(network=config.network, cost_model=default_cost_model())
+                     if config.objective == "latency" else None))
         base_val = evaluate(baseline.model, data.val, num_classes=data.num_classes).per_class
         cost = default_cost_model() if config.objective in ("cost", "latency") else None
         return cls(config=config, workdir=workdir, study=study, ctx=ctx, baseline=baseline,
@@ -201,45 +204,62 @@ class SearchSession:
             params[name] = {**sampled, **chain.params.get(name, {})}
         return params
 
-    def _pruning_hook(self, trial: optuna.Trial, run_budget: int
-                      ) -> Callable[[int | None, str, int, float], bool]:
-        """Record a candidate's fine-tune curve in the trial; True when it should stop."""
-        curves: dict[str, list[float]] = {}
+    def _early_stop(self, trial: optuna.Trial, budget: int, planned: int, meter: ComputeMeter,
+                    step: dict[str, Any], harvest: bool) -> EarlyStop:
+        """The trial's early-stopping channel: record each report in its bucket curve at the
+        trial's progress (``meter.own_epochs / planned``); stop when ``_pruning`` says so.
+        Reports of a chain step run above the trial's budget (``chain_slack``) are not its
+        bucket's and are left out; a harvesting trial records but never stops."""
+        curves: dict[str, list[list[float]]] = {}
 
-        def report(cand_budget: int | None, phase: str, epoch: int, val_acc: float) -> bool:
-            budget = run_budget if cand_budget is None else int(cand_budget)
-            key = bucket_key(budget)
-            curve = curves.setdefault(key, [])
-            curve[epoch - 1:] = [val_acc]
+        def rule(cand_budget: int | None, phase: str, epoch: int, val_acc: float) -> bool:
+            b = step["budget"] if cand_budget is None else int(cand_budget)
+            if cand_budget is None and b != budget:
+                return False
+            key = bucket_key(b)
+            progress = round(meter.own_epochs / planned, 4)
+            curves.setdefault(key, []).append([progress, round(float(val_acc), 5)])
             trial.set_user_attr(CURVES, curves)
-            if budget not in self.budgets:
+            if harvest or b not in self.budgets:
                 return False
             peers = peer_curves(self.study.get_trials(deepcopy=False, states=FINISHED), key)
-            return should_prune(self.pruning, curve, peers,
-                                min_peers=self.config.pruning_min_trials)
-        return report
+            stop = should_prune(self.pruning, curves[key], peers,
+                                min_peers=self.config.pruning_min_trials,
+                                warmup=self.config.pruning_warmup)
+            if stop:
+                step["stopped_at"] = meter.own_epochs
+            return stop
+        return EarlyStop(rule)
 
     def _run_chain(self, ctx: TechniqueContext, chain: ChainSpec,
                    params: dict[str, dict[str, Any]], budget: int,
-                   trial: optuna.Trial) -> list[Candidate]:
-        """Apply the chain; the last technique's candidates (first answers ``budget``)."""
+                   trial: optuna.Trial, meter: ComputeMeter) -> list[Candidate]:
+        """Apply the chain; the last technique's candidates (first answers ``budget``).
+        A pruned trial's first candidate carries ``notes["pruned_at_epoch"]`` (its training
+        epochs when it was asked to stop)."""
         start = baseline_candidate(ctx)
         reducers = [i for i, n in enumerate(chain.chain) if TECHNIQUES.get(n).reduces_count]
         harvest = harvesting(chain, self.config)
+        if harvest:
+            trial.set_user_attr(NO_VOTE, True)
+        step: dict[str, Any] = {"budget": budget, "stopped_at": None}
+        early = self._early_stop(trial, budget, planned_epochs(chain.chain, params, self.config),
+                                 meter, step, harvest)
+        ctx = replace(ctx, early_stop=early)
         cands: list[Candidate] = []
         for i, name in enumerate(chain.chain):
             tech = TECHNIQUES.get(name)(**params[name])
             if harvest:
                 tech = tech.with_harvest([b for b in self.budgets if b != budget])
-            last = i == len(chain.chain) - 1
             # A reducer followed by another reducer leaves it room to work.
-            step_budget = budget if not reducers or i >= reducers[-1] else min(
+            step["budget"] = budget if not reducers or i >= reducers[-1] else min(
                 ctx.baseline_profile.relus, int(budget * self.config.chain_slack))
-            hook = self._pruning_hook(trial, step_budget) if last else None
-            cands = tech.run(replace(ctx, on_finetune_epoch=hook), start, budget=step_budget)
+            cands = tech.run(ctx, start, budget=step["budget"])
             if not cands:
                 raise PiOptError(f"{name} returned no candidate for budget {budget}")
             start = cands[0]
+        if early.cut:
+            cands[0].notes["pruned_at_epoch"] = step["stopped_at"]
         return cands
 
     def _objective(self, trial: optuna.Trial) -> tuple[float, float]:
@@ -257,7 +277,7 @@ class SearchSession:
                     "budget": budget})
         tuned = chain.search and not grid
         try:
-            cands = self._run_chain(ctx, chain, params, budget, trial)
+            cands = self._run_chain(ctx, chain, params, budget, trial, meter)
             with meter.timed("evaluation"):
                 point = self._evaluate(cands[0], budget, f"trial-{trial.number}", seed)
                 extras = [self._evaluate(c, None, f"trial-{trial.number}-h{j}", seed)
@@ -277,10 +297,9 @@ class SearchSession:
         self._record_constraint(trial.set_constraint, point)
         for extra in extras:
             if extra is not None:
-                self._add_harvested(trial.number, label, extra, tuned=tuned,
-                                    curves=trial.user_attrs.get(CURVES, {}))
+                self._add_harvested(trial.number, label, extra, tuned=tuned)
         if point["pruned_at_epoch"] is not None:
-            raise optuna.TrialPruned(f"pruned at fine-tune epoch {point['pruned_at_epoch']}")
+            raise optuna.TrialPruned(f"pruned after {point['pruned_at_epoch']} training epochs")
         return point["val_accuracy"], self._cost(point)
 
     def _evaluate(self, cand: Candidate, budget: int | None, name: str, seed: int
@@ -320,11 +339,11 @@ class SearchSession:
         return float(point["relus"])
 
     def _add_harvested(self, parent: int, label: str, point: dict[str, Any], *,
-                       tuned: bool, curves: dict[str, list[float]]) -> None:
-        """Record a harvested snapshot as a trial of its own (its compute is the parent's)."""
+                       tuned: bool) -> None:
+        """Record a harvested snapshot as a trial of its own (its compute is the parent's;
+        no curve: a descent's reports do not vote)."""
         point.update(chain=self.chains[label].chain, params={}, harvested_from=parent,
                      tuned=tuned, worker=_worker_id())
-        own = {k: v for k, v in curves.items() if k == bucket_key(point["budget"])}
         constraints: dict[str, float] = {}
         self._record_constraint(constraints.__setitem__, point)
         pruned = point["pruned_at_epoch"] is not None
@@ -334,7 +353,7 @@ class SearchSession:
             distributions={"chain": CategoricalDistribution(list(self.chains)),
                            "budget": CategoricalDistribution(self.budgets)},
             values=None if pruned else [point["val_accuracy"], self._cost(point)],
-            user_attrs={**point, CURVES: own}, constraints=constraints or None))
+            user_attrs=point, constraints=constraints or None))
 
     def _callback(self, study: optuna.Study, frozen: FrozenTrial) -> None:
         done, failed = self._counts()

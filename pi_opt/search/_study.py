@@ -8,7 +8,9 @@ their parameters re-enqueued; enqueued parameters are kept in the trial's user a
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 import optuna.storages.journal
@@ -16,6 +18,7 @@ from optuna.trial import TrialState
 
 from pi_opt.search._config import ChainSpec, SearchConfig
 from pi_opt.techniques import TECHNIQUES
+from pi_opt.techniques.base import PlanInputs
 
 STUDY_NAME = "pi-opt"
 STALE_ERROR = "worker died (stale trial)"
@@ -50,13 +53,36 @@ def harvesting(chain: ChainSpec, config: SearchConfig) -> bool:
     return config.harvest and len(chain.chain) == 1 and TECHNIQUES.get(chain.chain[0]).harvests
 
 
+def planned_epochs(chain: Sequence[str], params: Mapping[str, Mapping[str, Any]],
+                   config: SearchConfig) -> int:
+    """Training epochs one trial of ``chain`` with ``params`` (technique -> settings) plans:
+    its per-trial phases (shared, cached ones left out; bounds count in full), >= 1. The
+    unit of a trial's progress for pruning."""
+    inputs = PlanInputs(finetune=config.finetune)
+    total = 0
+    for name in chain:
+        tech = TECHNIQUES.get(name)(**params.get(name, {}))
+        total += sum(p.epochs for p in tech.plan_phases(inputs)
+                     if p.kind == "train" and not p.shared)
+    return max(1, total)
+
+
+def grid_order(config: SearchConfig) -> list[ChainSpec]:
+    """Chains in the order the grid runs them: harvesting chains, then by planned epochs
+    (cheapest first, so each budget bucket holds finished peers before the costly trials
+    that pruning can stop)."""
+    return sorted(config.techniques, key=lambda c: (
+        not harvesting(c, config), planned_epochs(c.chain, c.params, config)))
+
+
 def seed_grid(study: optuna.Study, config: SearchConfig, budgets: list[int]) -> None:
     """Enqueue default-hyperparameter trials once per job: one per (chain, budget), or one
-    per chain (at the smallest budget; the descent yields the others) for harvesting chains.
-    Budgets run largest first, so a smaller budget can warm-start from a larger one."""
+    per chain (at the smallest budget; the descent yields the others) for harvesting chains,
+    in :func:`grid_order`. Budgets run largest first, so a smaller budget can warm-start
+    from a larger one."""
     if study.user_attrs.get("seeded"):
         return
-    for c in config.techniques:
+    for c in grid_order(config):
         for b in ([min(budgets)] if harvesting(c, config) else sorted(budgets, reverse=True)):
             params = {"chain": c.label, "budget": b}
             study.enqueue_trial(params, user_attrs={"grid": True, "fixed": params},

@@ -86,15 +86,22 @@ def distill(
 
     Returns the best validation accuracy (the weights are left at that epoch when
     ``select_on_val``). Mask buffers are not parameters, so selection never
-    changes the ReLU count. Every epoch is reported to ``ctx.finetune_epoch`` (with
-    ``cand.notes["budget"]``, else None: the run's budget); when that asks to stop, the
-    fine-tune ends and ``cand.notes["pruned_at_epoch"]`` holds the epoch.
+    changes the ReLU count. Every epoch is reported to ``ctx.report_epoch`` (with
+    ``cand.notes["budget"]``, else None: the run's budget); when the search asks the trial
+    to stop, the training ends (or, asked before it began, is skipped: validation accuracy
+    only) and ``ctx.cut_short()`` records it.
     With ``ctx.fairness_weight > 0`` the training split is resampled toward the
     classes the candidate harms most (:func:`fairness_resample`).
     """
     cfg: TrainConfig = ctx.finetune.model_copy(update={
         "select_on_val": select_on_val, "seed": ctx.seed,
         **({"epochs": epochs} if epochs is not None else {}), **overrides})
+    if ctx.stop_asked():
+        ctx.cut_short()
+        cand.model.eval()
+        cand.val_accuracy = evaluate(cand.model, ctx.data.val, device=cfg.device,
+                                     num_classes=ctx.data.num_classes).accuracy
+        return cand.val_accuracy
     train = ctx.data.train
     if ctx.fairness_weight > 0:
         train = fairness_resample(ctx, cand.model, train)
@@ -108,8 +115,8 @@ def distill(
 def _reporting_hooks(ctx: TechniqueContext, cand: Candidate, hooks: TrainHooks | None,
                      phase: str, epochs: int) -> TrainHooks | None:
     """``hooks`` plus an epoch-end report of validation accuracy to the search (a stop
-    request at the last epoch saves nothing and is ignored)."""
-    if ctx.on_finetune_epoch is None:
+    request at the last epoch cuts nothing here: the next training step skips instead)."""
+    if ctx.early_stop is None:
         return hooks
     budget = cand.notes.get("budget")  # set by techniques that fine-tune several budgets
     inner = hooks.on_epoch_end if hooks is not None else None
@@ -117,8 +124,8 @@ def _reporting_hooks(ctx: TechniqueContext, cand: Candidate, hooks: TrainHooks |
 
     def on_epoch_end(model: nn.Module, epoch: int, val_acc: float) -> bool:
         stop = bool(inner(model, epoch, val_acc)) if inner is not None else False
-        if ctx.finetune_epoch(budget, kind, epoch, val_acc) and epoch < epochs:
-            cand.notes["pruned_at_epoch"] = epoch
+        if ctx.report_epoch(budget, kind, epoch, val_acc) and epoch < epochs:
+            ctx.cut_short()
             return True
         return stop
 

@@ -17,6 +17,12 @@ among the gates that are on), the learned coefficients are written into the site
 Existing IDENTITY / POLY positions are never gated (never resurrected); existing
 POLY channels keep their coefficients as the starting point of ``p_c``.
 
+Under ``objective: latency`` (``ctx.latency`` set) the loss adds the sites' rounds
+(``_rounds``): ``lam * sum_s w_s g_s(m) / (N + sum_s w_s)`` through the straight-through
+gates (``w_s``: the rounds a site with any ReLU pays over a polynomial-only site, in
+ReLU equivalents on the job's link), and the projection keeps ReLUs only in sites with a
+gate still on. ``round_weight`` scales ``w_s`` (0: the hinge only).
+
 Scale (why the defaults behave the same at 2K and 500K ReLUs):
 
 * The hinge is on the density (kept / ``N``), so ``lam`` is already per-ReLU
@@ -73,6 +79,7 @@ from pi_opt.techniques._masks import (
     state_snapshot,
     weights_group,
 )
+from pi_opt.techniques._rounds import live_site_eligibility, round_penalty, site_round_weights
 from pi_opt.techniques.base import (
     Candidate,
     PlanInputs,
@@ -161,6 +168,8 @@ class AutoRePConfig(TechniqueConfig):
     # searched (same start and settings; cached under ctx.workdir), for fewer epochs
     warm_start: bool = False
     warm_search_epochs: int = Field(8, ge=1)
+    #: scale of the per-site round term under ``objective: latency`` (0: density hinge only)
+    round_weight: float = Field(1.0, ge=0)
 
 
 # ---------------------------------------------------------------------------
@@ -232,6 +241,13 @@ def _track_moments(gt: _Gate, x: Tensor, *, collect: bool, momentum: float) -> N
         var = (sq / n - mean * mean).clamp_min(0) * (n / max(n - 1, 1))
         gt.mean.lerp_(mean, momentum)
         gt.var.lerp_(var, momentum)
+
+
+def _gate_rounds(gates: list[_Gate], round_weights: list[float]) -> Tensor:
+    """The sites' rounds in ReLU equivalents (``_rounds.round_penalty``) through the
+    straight-through gates: only gates that are on carry it, to their ``w``."""
+    return round_penalty([ste_gate(gt.w.float(), gt.m.float()) for gt in gates],
+                         [gt.weight.float() for gt in gates], round_weights)
 
 
 @torch.no_grad()
@@ -349,6 +365,9 @@ class AutoReP(Technique):
         # projection: exact top-B over w, gates that are on first (off gates only with
         # fill_budget, ranked after every on gate); the rest -> POLY
         scores, eligible = self._projection_scores(gates)
+        if info["round_weights"]:  # objective latency: never open a site the search dropped
+            eligible = live_site_eligibility(sites, eligible, [
+                bool(((gt.m > 0.5) & (gt.weight > 0)).any()) for gt in gates])
         kept = apply_selection(work, sites, scores, eligible, budget, drop_kind=Kind.POLY)
         poly_elems = 0
         for gt in gates:
@@ -364,6 +383,8 @@ class AutoReP(Technique):
         cand.history.append(self.step_record(
             budget=budget, relus=kept, poly_elements=poly_elems, search_epoch=info["epoch"],
             live_count=info["live"], mask_lr=info["mask_lr"]))
+        if info["round_weights"]:
+            cand.history[-1]["round_weights"] = info["round_weights"]
         cand.notes.update({"search_epochs": info["epochs"], "live_count": info["live"],
                            "warm_started": info["warm_started"],
                            "search_val_accuracy": info["val"]})
@@ -387,6 +408,8 @@ class AutoReP(Technique):
                                    effective=self._effective))
                    for i, gt in enumerate(gates)]
         best: dict[str, Any] = {"val": -1.0, "snap": None, "epoch": 0}
+        round_w = site_round_weights(ctx, [gt.g for gt in gates], drop_squares=cfg.degree == 2,
+                                     scale=cfg.round_weight)  # [] unless objective latency
         last = {"live": total, "epoch": 0}
 
         @torch.no_grad()
@@ -407,7 +430,10 @@ class AutoReP(Technique):
         def hinge(model: nn.Module) -> Tensor:
             dens = torch.stack([(ste_gate(gt.w.float(), gt.m.float()) * gt.weight.float()).sum()
                                 for gt in gates]).sum()
-            return cfg.lam * torch.relu(dens / total - target)
+            loss = cfg.lam * torch.relu(dens / total - target)
+            if round_w:
+                loss = loss + cfg.lam * _gate_rounds(gates, round_w) / (total + sum(round_w))
+            return loss
 
         def on_epoch_end(model: nn.Module, epoch: int, val_acc: float) -> bool:
             live = live_count()
@@ -417,6 +443,11 @@ class AutoReP(Technique):
                             snap=state_snapshot(model, self._tensors(gates)))
             ctx.emit(type="technique", technique=self.name, epoch=epoch, relus=live,
                      density=live / total, val_accuracy=val_acc)
+            # at the budget, the gated network's accuracy is a comparable early report
+            if live <= budget and ctx.report_epoch(None, "search", epoch, val_acc) \
+                    and epoch < epochs:
+                ctx.cut_short()  # the search ends here; the fine-tune is skipped
+                return True
             return False
 
         def groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -443,9 +474,9 @@ class AutoReP(Technique):
         if best["snap"] is not None:
             _restore(work, self._tensors(gates), best["snap"])
             return {"epochs": res.epochs_run, "epoch": best["epoch"], "live": best["live"],
-                    "mask_lr": mask_lr, "val": best["val"]}
+                    "mask_lr": mask_lr, "val": best["val"], "round_weights": round_w}
         return {"epochs": res.epochs_run, "epoch": last["epoch"], "live": last["live"],
-                "mask_lr": mask_lr, "val": float("nan")}
+                "mask_lr": mask_lr, "val": float("nan"), "round_weights": round_w}
 
     def _projection_scores(self, gates: list[_Gate]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         with torch.no_grad():

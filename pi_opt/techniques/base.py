@@ -30,8 +30,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from torch import nn
 
 from pi_opt.artifacts import ModelSpec
+from pi_opt.costmodel import LatencyModel
 from pi_opt.data import DataBundle
 from pi_opt.errors import ConfigError
+from pi_opt.network import NetworkProfile
 from pi_opt.profile import ModelProfile, profile_model
 from pi_opt.registry import Registry
 from pi_opt.training import TrainConfig
@@ -68,6 +70,15 @@ class TechniqueConfig(BaseModel):
         return data
 
 
+@dataclass(frozen=True)
+class LatencyObjective:
+    """What ``objective: latency`` tells a technique: the job's link and the cost model
+    the search ranks candidates with (round-aware penalties price rounds with them)."""
+
+    network: NetworkProfile
+    cost_model: LatencyModel
+
+
 @dataclass
 class TechniqueContext:
     """Shared inputs of one search.
@@ -88,26 +99,63 @@ class TechniqueContext:
     job_seed: int = 0  # seed of cached, trial-independent computations (criticality)
     progress: ProgressFn | None = None
     should_stop: StopFn | None = None
-    #: ``(budget, phase, epoch, val_accuracy) -> stop`` called after every fine-tune epoch of a
-    #: candidate (``_common.distill``); True asks the fine-tune to stop (the trial is pruned).
-    #: ``budget`` is the candidate's ``notes["budget"]`` (techniques that fine-tune several
-    #: budgets in one run set it), else None: the budget the technique was run for.
-    on_finetune_epoch: Callable[[int | None, str, int, float], bool] | None = None
+    #: The search's early-stopping channel of this trial (None: nothing listens).
+    early_stop: EarlyStop | None = None
     #: Fairness-aware fine-tune: > 0 oversamples the classes the candidate harms most
     #: (``_common.fairness_resample``); 0 trains on the data as is.
     fairness_weight: float = 0.0
+    #: Set when the job's objective is ``latency``: learned-mask techniques (SNL, AutoReP)
+    #: then add each site's rounds on this link to their penalty (``_rounds``); None keeps
+    #: the ReLU-count penalties unchanged.
+    latency: LatencyObjective | None = None
 
     def emit(self, **event: Any) -> None:
         """Send one progress event (the keyword arguments as a dict) to ``progress``, if set."""
         if self.progress is not None:
             self.progress(event)
 
-    def finetune_epoch(self, budget: int | None, phase: str, epoch: int,
-                       val_accuracy: float) -> bool:
-        """Report a fine-tune epoch; True when the search wants the fine-tune stopped."""
-        if self.on_finetune_epoch is None:
+    def report_epoch(self, budget: int | None, phase: str, epoch: int,
+                     val_accuracy: float) -> bool:
+        """Report the validation accuracy of a network that meets its budget after a training
+        epoch (fine-tune, from-scratch training, a mask-search epoch at the budget).
+
+        ``budget``: the candidate's own budget when a run trains several (SNL harvest), else
+        None (the budget the technique was run for). True: the search asks the trial to stop;
+        the caller stops if training is left and then calls :meth:`cut_short`.
+        """
+        if self.early_stop is None:
             return False
-        return bool(self.on_finetune_epoch(budget, phase, epoch, val_accuracy))
+        return self.early_stop.report(budget, phase, epoch, val_accuracy)
+
+    def stop_asked(self) -> bool:
+        """Whether the search asked this trial to stop (skip any training still to come)."""
+        return self.early_stop is not None and self.early_stop.asked
+
+    def cut_short(self) -> None:
+        """Record that training was skipped or ended early because the search asked to stop
+        (only then is the trial pruned)."""
+        if self.early_stop is not None:
+            self.early_stop.cut = True
+
+
+class EarlyStop:
+    """One trial's early-stopping channel between the search and its techniques.
+
+    ``rule(budget, phase, epoch, val_accuracy) -> stop`` is the search's decision on each
+    report; once it says stop, every later report says stop too (``asked``). ``cut``: some
+    training was skipped because of it (set by the techniques through ``cut_short``).
+    """
+
+    def __init__(self, rule: Callable[[int | None, str, int, float], bool]) -> None:
+        self.rule = rule
+        self.asked = False
+        self.cut = False
+
+    def report(self, budget: int | None, phase: str, epoch: int, val_accuracy: float) -> bool:
+        """Forward one report to the rule; True once the trial is asked to stop."""
+        if not self.asked and self.rule(budget, phase, epoch, val_accuracy):
+            self.asked = True
+        return self.asked
 
 
 @dataclass

@@ -261,7 +261,9 @@ def _train_variant(ctx: TechniqueContext, model: nn.Module, *, epochs: int, phas
     """KD-train one variant; returns its best validation accuracy (patched in tests)."""
     cand = Candidate(model=model, spec=ctx.spec)
     # Shared across trials: train with the job's seed, not the trial's.
-    shared = dataclasses.replace(ctx, seed=ctx.job_seed, fairness_weight=0.0)
+    # Shared across trials: never reported to (or stopped by) one trial's pruning.
+    shared = dataclasses.replace(ctx, seed=ctx.job_seed, fairness_weight=0.0,
+                                 early_stop=None)
     return train_kd_or_eval(shared, cand, epochs=epochs, phase=phase)
 
 

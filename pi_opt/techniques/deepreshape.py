@@ -25,6 +25,7 @@ it must start a chain (all-ReLU start without history).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -347,7 +348,9 @@ class DeepReShape(Technique):
         train_epochs = (math.ceil(ctx.finetune.epochs * cfg.scratch_epoch_multiplier)
                         if cfg.train_epochs is None else cfg.train_epochs)
         kd = {"kd_temperature": cfg.kd_temperature, "kd_weight": cfg.kd_weight}
-        train_kd_or_eval(ctx, cand, epochs=train_epochs, phase=f"{self.name}-train", **kd,
+        # the HybReNet holds more ReLUs than the budget until culled: no early-stop reports
+        train_kd_or_eval(dataclasses.replace(ctx, early_stop=None), cand, epochs=train_epochs,
+                         phase=f"{self.name}-train", **kd,
                          **({"lr": cfg.scratch_lr} if cfg.scratch_lr is not None else {}))
         full_accuracy = cand.val_accuracy
 

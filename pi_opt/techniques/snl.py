@@ -13,6 +13,12 @@ snapshotted, binarized by exact top-B over ``|c|`` (never over budget) and KD
 fine-tuned with the mask fixed. Positions that are already linearized (IDENTITY,
 POLY) keep their kind: they are never candidates and never resurrected.
 
+Under ``objective: latency`` (``ctx.latency`` set) the penalty is round-aware
+(``_rounds``): ``lambda * (sum cost_s |c| n + sum_s w_s g_s(c)) / (N + sum_s w_s)``,
+``w_s`` the site's rounds on the job's link in ReLU equivalents, ``g_s`` the site's
+group norm; the cut keeps ReLUs only in sites the descent left live. ``round_weight``
+scales ``w_s`` (0: the ReLU-count penalty). Without ``ctx.latency`` nothing changes.
+
 Scale (why the defaults behave the same at 2K and 500K ReLUs):
 
 * Penalty. The official code adds ``alpha * sum |c|`` with ``alpha = 1e-5`` on
@@ -78,6 +84,7 @@ from pi_opt.techniques._masks import (
     state_snapshot,
     weights_group,
 )
+from pi_opt.techniques._rounds import live_site_eligibility, round_penalty, site_round_weights
 from pi_opt.techniques.base import (
     Candidate,
     PlanInputs,
@@ -130,6 +137,8 @@ class SNLConfig(TechniqueConfig):
     finetune_epochs: int | None = Field(None, ge=0)
     kd_temperature: float = Field(4.0, gt=0)
     site_costs: dict[str, float] = Field(default_factory=dict)  # per-ReLU cost by site/stage
+    #: scale of the per-site round term under ``objective: latency`` (0: ReLU penalty only)
+    round_weight: float = Field(1.0, ge=0)
 
 
 @dataclass
@@ -165,6 +174,17 @@ def _live_count(coeffs: list[nn.Parameter], counts_w: list[Tensor], threshold: f
     """Per-sample ReLU count still live: candidate weights whose coefficient > ``threshold``."""
     parts = [((c > threshold).float() * w).sum() for c, w in zip(coeffs, counts_w)]
     return int(torch.stack(parts).sum().round().item()) if parts else 0
+
+
+def _penalty_weights(ctx: TechniqueContext, cfg: SNLConfig, sites: list[GatedSite],
+                     counts_w: list[Tensor]) -> tuple[list[Tensor], list[float], float]:
+    """L1 weight of every entry (``site_cost / norm`` per covered ReLU), the sites' round
+    weights in ReLU equivalents (``[]`` unless objective latency, see ``_rounds``) and
+    ``norm``: N candidate ReLUs, plus the round weights' sum under objective latency."""
+    round_w = site_round_weights(ctx, sites, drop_squares=False, scale=cfg.round_weight)
+    norm = max(1.0, float(sum(float(w.sum()) for w in counts_w)) + sum(round_w))
+    weights = [w * (site_cost(g.name, cfg.site_costs) / norm) for g, w in zip(sites, counts_w)]
+    return weights, round_w, norm
 
 
 @register_technique
@@ -237,6 +257,10 @@ class SNL(Technique):
             model.load_state_dict(use.state)
             scores = {g.name: g.broadcast(c.abs()) for g, c in zip(sites, use.coeffs)}
             eligible = {g.name: g.cand for g in sites}
+            if info["round_weights"]:  # objective latency: never open a site the descent dropped
+                eligible = live_site_eligibility(sites, eligible, [
+                    bool(((c > cfg.threshold) & (g.weight.to(c.device) > 0)).any())
+                    for g, c in zip(sites, use.coeffs)])
             kept = apply_selection(model, sites, scores, eligible, b, drop_kind=Kind.IDENTITY)
             cand = Candidate(model=model, spec=start.spec.model_copy(deep=True),
                              history=copy.deepcopy(start.history))
@@ -246,6 +270,8 @@ class SNL(Technique):
             bound_hit = snap is None and info["bound_hit"]
             cand.history[-1].update(search_epochs=info["epochs"], search_bound_hit=bound_hit,
                                     mask_lr=info["mask_lr"])
+            if info["round_weights"]:
+                cand.history[-1]["round_weights"] = info["round_weights"]
             cand.notes.update({"budget": b, "budget_reached": snap is not None,
                                "search_epochs": info["epochs"], "live_count": use.live,
                                "search_bound_hit": bound_hit})
@@ -270,8 +296,7 @@ class SNL(Technique):
         coeffs = [nn.Parameter(torch.ones(g.pshape, device=dev)) for g in sites]
         cands = [g.cand.to(dev) for g in sites]
         counts_w = [g.weight.to(dev) for g in sites]
-        norm = max(1.0, float(sum(float(w.sum()) for w in counts_w)))  # N candidate ReLUs
-        weights = [w * (site_cost(g.name, cfg.site_costs) / norm) for g, w in zip(sites, counts_w)]
+        weights, round_w, norm = _penalty_weights(ctx, cfg, sites, counts_w)
         mask_lr = cfg.mask_lr or scaled_mask_lr(ctx, cfg.mask_lr_scale)
         state = {"lam": cfg.lambda_init, "best": math.inf, "epoch": 0, "step": 0}
         snaps: dict[int, _Snapshot] = {}
@@ -293,7 +318,10 @@ class SNL(Technique):
 
         def penalty(model: nn.Module) -> Tensor:
             terms = [(c.abs() * w).sum() for c, w in zip(coeffs, weights)]
-            return state["lam"] * torch.stack(terms).sum()
+            total = torch.stack(terms).sum()
+            if round_w:  # objective latency: + the sites' rounds (ReLU equivalents) / norm
+                total = total + round_penalty(list(coeffs), counts_w, round_w) / norm
+            return state["lam"] * total
 
         def on_step(model: nn.Module, step: int) -> None:
             state["step"] = step
@@ -337,7 +365,7 @@ class SNL(Technique):
         st, cs = state_snapshot(work, list(coeffs))
         final = _Snapshot(-1, st, cs, int(state["epoch"]), int(state["step"]), live_count(),
                           state["lam"])
-        return snaps, final, {"epochs": epochs_run, "mask_lr": mask_lr,
+        return snaps, final, {"epochs": epochs_run, "mask_lr": mask_lr, "round_weights": round_w,
                               "bound_hit": bool(pending) and epochs_run >= cfg.max_search_epochs}
 
 

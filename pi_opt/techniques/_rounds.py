@@ -1,0 +1,101 @@
+"""Round-aware penalties of the learned-mask techniques (SNL, AutoReP) under ``objective: latency``.
+
+On a link, a site that keeps *any* exact ReLU pays the ReLU protocol's rounds
+(:data:`~pi_opt.costmodel.RELU_ROUNDS`, shared by every element of the site, see
+:func:`pi_opt.costmodel.site_cost`) while each kept ReLU pays its bytes. Under the job's
+profile and cost model, one site's rounds are worth
+
+    round_weight_s = extra_rounds_s * seconds_per_round / seconds_saved_per_dropped_relu
+
+ReLUs ("ReLU equivalents": 9 rounds on WAN, 50 ms RTT and 100 Mb/s, are ~23,000 ReLUs'
+bytes). The penalties then price a mask as its predicted latency in ReLU equivalents,
+
+    sum_s (sum_i n_i |v_i|  +  round_weight_s * g_s(v)),   g_s(v) = sqrt(sum_i n_i v_i^2 / n_s)
+
+(``v`` the per-entry mask values - SNL's coefficients, AutoReP's straight-through gates -
+``n_i`` the ReLUs an entry covers, ``n_s`` the site's candidates). ``g_s`` is a group norm:
+1 when the whole site is kept, ``sqrt(kept fraction)`` for a binary mask, 0 only when the
+whole site is dropped; its gradient pushes a whole site towards zero, hardest where few
+entries are left, so kept ReLUs concentrate in fewer sites. Normalised by the latency of
+the start in the same units (``N + sum_s round_weight_s``), the penalty is a fraction of
+the start's latency: the penalty weights mean the same at any size, as the ReLU-count
+penalties (normalised by ``N``) do; without ``objective: latency`` nothing changes.
+
+At the cut to exactly ``budget`` ReLUs, only sites that still have a live entry are
+eligible (:func:`live_site_eligibility`), so a budget above the live count is not filled
+with stray ReLUs that each open a site's rounds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pi_opt.activations import Kind
+from pi_opt.costmodel import CostCounts, relu_cost, square_cost
+from pi_opt.techniques._masks import GatedSite
+from pi_opt.techniques.base import TechniqueContext
+
+#: Added under the square root of the group norm so its gradient stays finite at 0.
+_EPS = 1e-12
+
+
+def site_round_weights(ctx: TechniqueContext, sites: list[GatedSite], *, drop_squares: bool,
+                       scale: float = 1.0) -> list[float]:
+    """Per-site round cost in ReLU equivalents (list aligned with ``sites``), times ``scale``.
+
+    Empty when ``ctx.latency`` is None (objective ``relus``/``cost``), when ``scale`` is 0,
+    or when the cost model prices a dropped ReLU at <= 0 s on the link (nothing to weigh
+    rounds against). ``drop_squares``: dropped positions become degree-2 polynomials (one
+    secure square each, 1 round per site, 8 bytes per element) instead of the identity.
+    A site without candidates weighs 0.
+    """
+    if ctx.latency is None or scale == 0:
+        return []
+    model, net = ctx.latency.cost_model, ctx.latency.network
+    relu = relu_cost(1)
+    square = square_cost(1)
+    saved_s = model.predict_network(CostCounts(relus=1.0, bytes=relu.bytes), net)
+    if drop_squares:
+        saved_s -= model.predict_network(CostCounts(poly_mults=1.0, bytes=square.bytes), net)
+    if saved_s <= 0:
+        return []
+    round_s = model.predict_network(CostCounts(rounds=1.0), net)
+    out = []
+    for g in sites:
+        if float(g.weight.sum()) == 0:
+            out.append(0.0)
+            continue
+        squares = drop_squares or bool((g.orig == int(Kind.POLY)).any())
+        extra = relu.rounds - (square.rounds if squares else 0)
+        out.append(scale * extra * round_s / saved_s)
+    return out
+
+
+def round_penalty(values: list[Tensor], counts: list[Tensor], round_weights: list[float]
+                  ) -> Tensor:
+    """``sum_s round_weight_s * g_s(values_s)`` (module doc): the sites' rounds in ReLU
+    equivalents, a scalar tensor. ``values``/``counts``: per site, the per-entry mask values
+    and the ReLUs each entry covers (same shape); sites with weight 0 are skipped."""
+    terms = []
+    for v, n, w in zip(values, counts, round_weights):
+        if w == 0:
+            continue
+        total = n.sum().clamp_min(1.0)
+        terms.append(w * torch.sqrt((n * v.float() * v.float()).sum() / total + _EPS))
+    if not terms:
+        return torch.zeros((), device=values[0].device if values else None)
+    return torch.stack(terms).sum()
+
+
+def live_site_eligibility(sites: list[GatedSite], eligible: dict[str, Tensor],
+                          live: list[bool]) -> dict[str, Tensor]:
+    """``eligible`` restricted to the sites flagged ``live`` (when at least one is): the cut
+    to the budget then never opens a site the search dropped."""
+    if not any(live):
+        return eligible
+    return {g.name: eligible[g.name] if alive else torch.zeros_like(eligible[g.name])
+            for g, alive in zip(sites, live)}
+
+
+__all__ = ["live_site_eligibility", "round_penalty", "site_round_weights"]
