@@ -138,6 +138,7 @@ def coefficient_table(lm: LatencyModel) -> str:
     out += [f"| per Circa ReLU, l={l} | {lm.per_circa_s[l]:.3e} |" for l in sorted(lm.per_circa_s)]
     out += [f"| per square (poly) | {lm.per_mult_s:.3e} |", f"| per MAC | {lm.per_mac_s:.3e} |",
             f"| per byte sent | {lm.per_byte_s:.3e} |", f"| per round | {lm.per_round_s:.3e} |",
+            f"| per fused round (mixed sites) | {lm.per_fused_round_s:.3e} |",
             f"| per inference | {lm.per_inference_s:.3e} |"]
     return "\n".join(out)
 

@@ -182,6 +182,7 @@ def plot(summary: dict, path: Path, *, title: str, spread: bool = False) -> None
     relus = base["relus"]["mean"] if spread else base["relus"]
     ax.axhline(100 * acc, ls="--", color="gray", label=f"all-ReLU baseline ({relus:,.0f} ReLUs)")
     ax.set_xscale("log")
+    ax.minorticks_off()  # the budgets are the only x labels
     ax.set_xticks(summary["budgets"])
     ax.set_xticklabels([str(b) for b in summary["budgets"]])
     ax.set_xlabel("ReLU budget (per sample, log scale)")

@@ -10,12 +10,16 @@ Measures, on one seed of ``DatasetSpec(kind="shapes")`` (default sizes unless ov
 * ``snl``: one SNL run from the baseline per budget in ``--budgets`` (fractions of the
   baseline's ReLUs), each point fine-tuned with KD.
 
-``--skip-reduced`` measures only the baseline and the linearized network.
+``--parts`` picks what runs after the baseline (default ``linearized,poly,snl``);
+``--skip-reduced`` = ``--parts linearized``.
 
-Every point carries test accuracy, ReLUs, polynomial multiplications and the default cost
-model's predicted online latency (ms per sample). The machine load is recorded.
+Every point carries test accuracy, ReLUs, polynomial multiplications, the default cost
+model's predicted online latency (ms per sample), and the wall and CPU seconds of its
+training (CPU = this process's user + system time, so it does not grow with the load of a
+shared machine). The machine load is recorded.
 
-    nice -n 10 python bench/shapes_calibration.py --out bench/results/shapes/calibration.json
+    nice -n 19 python bench/shapes_calibration.py --epochs 6 --search-epochs 3 --finetune-epochs 1 \
+        --out bench/results/shapes/calibration.json
 """
 
 from __future__ import annotations
@@ -44,15 +48,18 @@ from pi_opt.techniques.snl import SNL
 from pi_opt.training import TrainConfig, evaluate, fit
 
 
-def point(model: torch.nn.Module, spec: ModelSpec, data: DataBundle, seconds: float) -> dict[str, Any]:
-    """Test/val accuracy and costs of one trained network."""
+def point(model: torch.nn.Module, spec: ModelSpec, data: DataBundle,
+          started: tuple[float, float]) -> dict[str, Any]:
+    """Test/val accuracy and costs of one trained network; ``started`` = the
+    ``(perf_counter(), process_time())`` pair taken when its training began."""
+    seconds, cpu = time.perf_counter() - started[0], time.process_time() - started[1]
     prof = profile_model(model, spec.input_shape)
     return {
         "test_accuracy": evaluate(model, data.test, device="cpu").accuracy,
         "val_accuracy": evaluate(model, data.val, device="cpu").accuracy,
         "relus": prof.relus, "poly_mults": prof.poly_mults,
         "latency_ms": 1e3 * default_cost_model().predict(prof),
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
     }
 
 
@@ -70,24 +77,28 @@ def train_scratch(spec: ModelSpec, data: DataBundle, cfg: TrainConfig, *,
     if linear:
         for _, site in iter_sites(model):
             site.set_kinds(torch.full_like(site.kinds, int(Kind.IDENTITY)))
-    t0 = time.perf_counter()
+    started = time.perf_counter(), time.process_time()
     fit(model, data.train, data.val, cfg, augment=data.augment)
-    return model, point(model, spec, data, time.perf_counter() - t0)
+    return model, point(model, spec, data, started)
 
 
 def reduced_points(ctx: TechniqueContext, args: argparse.Namespace, base_relus: int) -> dict[str, Any]:
-    """AutoReP to 0 ReLUs and one harvested SNL descent at ``args.budgets``."""
+    """AutoReP to 0 ReLUs (part ``poly``) and one SNL run per budget in ``args.budgets``
+    (part ``snl``), each from the baseline."""
     out: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    poly = AutoReP(search_epochs=args.search_epochs).run(ctx, baseline_candidate(ctx), budget=0)[0]
-    out["poly_only"] = point(poly.model, ctx.spec, ctx.data, time.perf_counter() - t0)
-    print(json.dumps({"poly_only": out["poly_only"]}), flush=True)
+    if "poly" in args.parts:
+        started = time.perf_counter(), time.process_time()
+        poly = AutoReP(search_epochs=args.search_epochs).run(ctx, baseline_candidate(ctx), budget=0)[0]
+        out["poly_only"] = point(poly.model, ctx.spec, ctx.data, started)
+        print(json.dumps({"poly_only": out["poly_only"]}), flush=True)
+    if "snl" not in args.parts:
+        return out
     out["snl"] = []
     for budget in sorted({max(1, int(round(f * base_relus))) for f in args.budgets}):
-        t0 = time.perf_counter()
+        started = time.perf_counter(), time.process_time()
         cand = SNL(max_search_epochs=args.search_epochs).run(
             ctx, baseline_candidate(ctx), budget=budget)[0]
-        out["snl"].append(point(cand.model, ctx.spec, ctx.data, time.perf_counter() - t0)
+        out["snl"].append(point(cand.model, ctx.spec, ctx.data, started)
                           | {"budget": budget, "fraction": cand.relus() / base_relus})
         print(json.dumps({"snl": out["snl"][-1]}), flush=True)
     return out
@@ -106,10 +117,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--finetune-epochs", type=int, default=4)
     ap.add_argument("--budgets", default="0.01,0.05,0.2,0.5")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--skip-reduced", action="store_true", help="baseline + linearized only")
+    ap.add_argument("--parts", default="linearized,poly,snl",
+                    help="comma-separated subset of linearized,poly,snl (the baseline always runs)")
+    ap.add_argument("--skip-reduced", action="store_true", help="same as --parts linearized")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     args.budgets = [float(b) for b in args.budgets.split(",")]
+    args.parts = {"linearized"} if args.skip_reduced else set(args.parts.split(","))
+    if not args.parts <= {"linearized", "poly", "snl"}:
+        ap.error(f"--parts: unknown {sorted(args.parts - {'linearized', 'poly', 'snl'})}")
     torch.set_num_threads(args.threads)
     sizes = {k: v for k, v in (("shapes_train", args.train), ("shapes_val", args.val),
                                ("shapes_test", args.test)) if v is not None}
@@ -126,15 +142,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     teacher, result["baseline"] = train_scratch(spec, data, cfg, linear=False)
     print(json.dumps({"baseline": result["baseline"]}), flush=True)
-    _, result["linearized"] = train_scratch(spec, data, cfg, linear=True)
-    print(json.dumps({"linearized": result["linearized"]}), flush=True)
+    if "linearized" in args.parts:
+        _, result["linearized"] = train_scratch(spec, data, cfg, linear=True)
+        print(json.dumps({"linearized": result["linearized"]}), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         ctx = TechniqueContext(
             spec=spec, data=data, teacher=teacher.eval(),
             baseline_profile=profile_model(teacher, spec.input_shape),
             finetune=TrainConfig(epochs=args.finetune_epochs, lr=0.01, device="cpu", seed=args.seed),
             workdir=Path(tmp), seed=args.seed, job_seed=args.seed)
-        if not args.skip_reduced:
+        if args.parts & {"poly", "snl"}:
             result.update(reduced_points(ctx, args, result["baseline"]["relus"]))
     result["load_after"] = os.getloadavg()
     print(json.dumps(result, indent=1), flush=True)

@@ -29,6 +29,7 @@ from pi_opt.costmodel import (
     WeightsMode,
     counts_from_profile,
     estimate_rounds,
+    fused_rounds,
     structure_counts,
 )
 from pi_opt.layers import LayerProfile
@@ -101,8 +102,9 @@ def plan_rounds(plan: Plan, *, weights: WeightsMode = "private") -> int:
 
 def _columns(samples: Sequence[CostCounts]) -> tuple[list[str], np.ndarray]:
     ls = sorted({l for s in samples for l in s.circa})
-    names = ["relu", "mult", "mac", "byte", "round", "inference"] + [f"circa:{l}" for l in ls]
-    rows = [[s.relus, s.poly_mults, s.macs, s.bytes, s.rounds, s.inferences]
+    names = (["relu", "mult", "mac", "byte", "round", "fused_round", "inference"]
+             + [f"circa:{l}" for l in ls])
+    rows = [[s.relus, s.poly_mults, s.macs, s.bytes, s.rounds, s.fused_rounds, s.inferences]
             + [s.circa.get(l, 0.0) for l in ls] for s in samples]
     return names, np.asarray(rows, dtype=np.float64).reshape(len(samples), len(names))
 
@@ -148,7 +150,8 @@ def fit(samples: Iterable[CostSample], *, relative: bool = True, source: str = "
     c = dict(zip(names, secs.tolist(), strict=True))
     return LatencyModel(
         source=source, per_relu_s=c["relu"], per_mult_s=c["mult"], per_mac_s=c["mac"],
-        per_byte_s=c["byte"], per_round_s=c["round"], per_inference_s=c["inference"],
+        per_byte_s=c["byte"], per_round_s=c["round"], per_fused_round_s=c["fused_round"],
+        per_inference_s=c["inference"],
         per_circa_s={int(k.split(":")[1]): v for k, v in c.items() if k.startswith("circa:")},
         meta={"samples": len(data), "weighting": "relative" if relative else "absolute",
               **(meta or {})},
@@ -160,10 +163,13 @@ def samples_from_ops(records: Iterable[Any]) -> list[CostSample]:
     out = []
     for r in records:
         circa = {int(r.circa_l): float(r.circa)} if r.circa and r.circa_l else {}
+        fused = fused_rounds(relu=r.relu, squares=r.poly_mults, circa=r.circa,
+                             circa_l=r.circa_l) if r.kind == "mixed" else 0
         out.append(CostSample(
             relus=float(r.relu + r.maxpool_comparisons), circa=circa,
             poly_mults=float(r.poly_mults), macs=float(r.macs), rounds=float(r.rounds),
-            bytes=float(r.bytes_sent), inferences=0.0, seconds=float(r.seconds)))
+            bytes=float(r.bytes_sent), inferences=0.0, fused_rounds=float(fused),
+            seconds=float(r.seconds)))
     return out
 
 

@@ -25,7 +25,10 @@ With public weights linear layers are local (0 rounds, 0 bytes).
 
     seconds = per_relu_s * relus + sum_l per_circa_s[l] * circa_l + per_mult_s * squares
             + per_mac_s * macs + per_byte_s * bytes + per_round_s * rounds
-            + per_inference_s
+            + per_fused_round_s * fused_rounds + per_inference_s
+
+``fused_rounds``: rounds of a mixed site's shorter sub-protocols, run inside the longest
+one's rounds - no message exchange of their own, but their local work per round remains.
 
 and on a link (:mod:`pi_opt.network`): ``+ rounds * RTT + bytes / bandwidth``.
 
@@ -158,12 +161,24 @@ def reveal_cost(n: int) -> Cost:
     return Cost(rounds=1, bytes=_WORD * n / 2)
 
 
+def _site_parts(relu: int, squares: int, circa: int, circa_l: int | None) -> list[Cost]:
+    """Exact-ReLU, square and Circa sub-protocols of a site (element counts of a batch)."""
+    return [relu_cost(relu), square_cost(squares), circa_cost(circa, circa_l or 64)]
+
+
 def site_cost(site: SiteProfile, batch_size: int = 1) -> Cost:
     """One site for ``batch_size`` samples: its exact-ReLU, polynomial-square and Circa
     elements run in parallel (rounds = the slowest part's, bytes per party summed)."""
-    parts = [relu_cost(site.relu * batch_size), square_cost(site.poly_mults * batch_size),
-             circa_cost(site.circa * batch_size, site.circa_l or 64)]
+    b = batch_size
+    parts = _site_parts(site.relu * b, site.poly_mults * b, site.circa * b, site.circa_l)
     return Cost(rounds=max(p.rounds for p in parts), bytes=sum(p.bytes for p in parts))
+
+
+def fused_rounds(*, relu: int, squares: int, circa: int, circa_l: int | None) -> int:
+    """Rounds of a mixed site's sub-protocols that run inside the longest one's rounds
+    (sum of the parts' rounds minus the shared rounds; 0 for a single-kind site)."""
+    rounds = [p.rounds for p in _site_parts(relu, squares, circa, circa_l)]
+    return sum(rounds) - max(rounds)
 
 
 def layer_cost(layer: LayerProfile, batch_size: int = 1, *,
@@ -193,6 +208,7 @@ class CostCounts(BaseModel):
     inferences: float = 0.0
     linear_rounds: float = 0.0
     linear_bytes: float = 0.0
+    fused_rounds: float = 0.0
 
 
 class LatencyModel(BaseModel):
@@ -206,6 +222,7 @@ class LatencyModel(BaseModel):
     per_mac_s: float = 0.0
     per_byte_s: float = 0.0
     per_round_s: float = 0.0
+    per_fused_round_s: float = 0.0
     per_inference_s: float = 0.0
     meta: dict[str, Any] = Field(default_factory=dict)
 
@@ -223,7 +240,8 @@ class LatencyModel(BaseModel):
         """Seconds per batch on loopback for the given drivers."""
         return (self.per_relu_s * c.relus + self.per_mult_s * c.poly_mults
                 + self.per_mac_s * c.macs + self.per_byte_s * c.bytes
-                + self.per_round_s * c.rounds + self.per_inference_s * c.inferences
+                + self.per_round_s * c.rounds + self.per_fused_round_s * c.fused_rounds
+                + self.per_inference_s * c.inferences
                 + sum(self._circa_coef(self.per_circa_s, l, self.per_relu_s) * n
                       for l, n in c.circa.items()))
 
@@ -284,9 +302,11 @@ def structure_counts(sites: Iterable[SiteProfile], layers: Iterable[LayerProfile
     linear = Cost()
     relus = 0
     circa: dict[int, float] = {}
-    squares = 0
+    squares = fused = 0
     for site in sites:
         total = total + site_cost(site, b)
+        fused += fused_rounds(relu=site.relu, squares=site.poly_mults, circa=site.circa,
+                              circa_l=site.circa_l)
         relus += site.relu * b
         squares += site.poly_mults * b
         if site.circa:
@@ -304,7 +324,7 @@ def structure_counts(sites: Iterable[SiteProfile], layers: Iterable[LayerProfile
     return CostCounts(relus=float(relus), circa=circa, poly_mults=float(squares),
                       macs=float(macs * b), rounds=float(total.rounds), bytes=total.bytes,
                       inferences=1.0, linear_rounds=float(linear.rounds),
-                      linear_bytes=linear.bytes)
+                      linear_bytes=linear.bytes, fused_rounds=float(fused))
 
 
 def counts_from_profile(profile: ModelProfile, *, batch_size: int = 1,
@@ -333,7 +353,8 @@ def linear_floor_explained(model: LatencyModel, profile: ModelProfile,
     """(seconds, explanation) of the linear-layer floor of ``profile`` on ``network``."""
     bare = profile.model_copy(update={"sites": []})
     c = counts_from_profile(bare)
-    c = c.model_copy(update={"relus": 0.0, "circa": {}, "poly_mults": 0.0})
+    c = c.model_copy(update={"relus": 0.0, "circa": {}, "poly_mults": 0.0,
+                             "fused_rounds": 0.0})
     floor = model.predict_network(c, network)
     why = (f"{floor * 1e3:.1f} ms on {network.label()}: with every ReLU removed the model "
            f"still runs its linear layers ({c.linear_rounds:.0f} Beaver rounds, "
@@ -400,14 +421,15 @@ _COMMITTED: dict[str, Any] = {
     "source": "bench/mpc_fit_latency.py (crypten 0.4.1, TFP, private weights, CPU loopback, "
               "1 thread/party)",
     "per_relu_s": 0.0,
-    "per_circa_s": {4: 4.052829755545245e-08, 8: 7.636309912305699e-09,
-                    16: 0.0, 32: 4.892354803896116e-07,
-                    64: 1.4074025613035907e-06},
-    "per_mult_s": 4.6317399396413e-08,
-    "per_mac_s": 5.670621018609894e-10,
-    "per_byte_s": 8.401737040008533e-09,
-    "per_round_s": 0.002801959428166202,
-    "per_inference_s": 0.029120763119618805,
+    "per_circa_s": {4: 3.727535735618915e-07, 8: 2.2506568555453268e-07,
+                    16: 2.226718765594149e-07, 32: 4.762982185516125e-07,
+                    64: 1.7590451945172553e-06},
+    "per_mult_s": 8.496142208550342e-08,
+    "per_mac_s": 1.8246697020911586e-08,
+    "per_byte_s": 1.490421161533537e-08,
+    "per_round_s": 0.007929913839169219,
+    "per_fused_round_s": 0.006908401176624494,
+    "per_inference_s": 0.03837746169562725,
 }
 
 
@@ -434,7 +456,7 @@ def default_cost_model() -> LatencyModel:
 __all__ = [
     "DEFAULT_MODEL_FILE", "RELU_ROUNDS", "Cost", "CostCounts", "LatencyModel", "WeightsMode",
     "beaver_cost", "circa_bytes", "circa_cost", "circa_rounds", "counts_from_profile",
-    "default_cost_model", "default_model_text", "estimate_rounds", "layer_cost",
+    "default_cost_model", "default_model_text", "estimate_rounds", "fused_rounds", "layer_cost",
     "linear_floor_explained", "maxpool_cost", "point_latencies", "relu_budget_for_latency",
     "relu_cost", "reveal_cost", "site_cost", "square_cost", "structure_counts",
 ]

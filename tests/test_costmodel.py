@@ -66,6 +66,10 @@ def test_predict_equals_hand_computed_formula() -> None:
     c1 = counts_from_profile(prof)
     assert (c1.rounds, c1.bytes) == (rounds, pytest.approx(nbytes))
     assert m.predict(prof) == pytest.approx(expected, rel=1e-12)
+    # mixed sites: the shorter parts' rounds run fused inside the longest's (a: 1, c: 7)
+    assert c1.fused_rounds == 1 + 7
+    fused = m.model_copy(update={"per_fused_round_s": 2e-3})
+    assert fused.predict(prof) == pytest.approx(expected + 2e-3 * 8, rel=1e-12)
     c2 = counts_from_profile(prof, batch_size=2)
     assert c2.rounds == rounds and c2.circa == {8: 100.0, 16: 80.0}
     assert m.predict_bytes(prof, batch_size=2) == c2.bytes
