@@ -3,7 +3,10 @@
 Three bounded phases against a fresh ``python -m service serve`` (loopback only):
 
 1. ``submit``: ``--submitters`` concurrent valid ``POST /v1/jobs`` (distinct titles, so no
-   idempotency or caching shortcut), each validated and planned in the helper processes;
+   idempotency shortcut), each validated and planned in the helper processes; the same
+   network in all (a sweep: the helpers build and trace it once), then
+   ``submit_distinct``: the same burst with a different network in each submission
+   (widths ``[4, 8, 16 + i]``: every helper call builds and traces its model);
 2. ``poll``: ``--clients`` clients alternating ``GET /v1/jobs`` (list) and
    ``GET /v1/jobs/{id}`` (status), each waiting ``--think`` s between requests
    (a client polling its jobs), for ``--duration`` s;
@@ -76,18 +79,29 @@ async def _timed(c: httpx.AsyncClient, method: str, path: str, lat: list[float],
     return r
 
 
-async def _submit_burst(base: str, headers: dict[str, str], n: int) -> dict[str, Any]:
+def _burst_spec(i: int, distinct: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {**TRAIN_SPEC, "title": f"burst {i}", "n_trials": 2}
+    if distinct:
+        model = TRAIN_SPEC["model"]
+        spec["model"] = {**model, "arch": {"name": model["arch"]["name"],
+                                           "kwargs": {"widths": [4, 8, 16 + i]}}}
+    return spec
+
+
+async def _submit_burst(base: str, headers: dict[str, str], n: int,
+                        distinct: bool) -> dict[str, Any]:
     lat: list[float] = []
     errors: list[str] = []
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as c:
         rs = await asyncio.gather(*(
-            _timed(c, "POST", "/v1/jobs", lat, errors, (202,),
-                   json={"spec": {**TRAIN_SPEC, "title": f"burst {i}", "n_trials": 2}})
+            _timed(c, "POST", "/v1/jobs", lat, errors, (202,), json={"spec": _burst_spec(
+                i + (1000 if distinct else 0), distinct)})
             for i in range(n)))
         ids = [r.json()["id"] for r in rs if r is not None and r.status_code == 202]
         for jid in ids:        # leave the queue to the training job
             await c.post(f"/v1/jobs/{jid}/cancel")
-    return {"submissions": n, "latency_ms": _percentiles(lat), "errors": sorted(errors)}
+    return {"submissions": n, "distinct_networks": distinct,
+            "latency_ms": _percentiles(lat), "errors": sorted(errors)}
 
 
 async def _poll(base: str, headers: dict[str, str], jid: str, clients: int, duration: float,
@@ -153,7 +167,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("the job did not start training")
             time.sleep(0.2)
         out["loadavg_1m_before"] = round(os.getloadavg()[0], 2)
-        out["submit"] = asyncio.run(_submit_burst(base, headers, args.submitters))
+        out["submit"] = asyncio.run(_submit_burst(base, headers, args.submitters, False))
+        out["submit_distinct"] = asyncio.run(_submit_burst(base, headers, args.submitters,
+                                                           True))
         out["poll"] = asyncio.run(_poll(base, headers, jid, args.clients, args.duration,
                                         args.think))
         out["saturate"] = asyncio.run(_poll(base, headers, jid, args.clients, args.duration,
@@ -169,10 +185,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    sub = result["submit"]["latency_ms"] or {}
-    rows = [f"| {result['submit']['submissions']} concurrent `POST /v1/jobs` | - | - | "
-            f"{sub.get('p50')} | {sub.get('p99')} | {sub.get('max')} | "
-            f"{len(result['submit']['errors'])} |"]
+    rows = []
+    for phase, what in (("submit", "same network"), ("submit_distinct", "distinct networks")):
+        sub = result[phase]["latency_ms"] or {}
+        rows.append(f"| {result[phase]['submissions']} concurrent `POST /v1/jobs`, {what} | "
+                    f"- | {sub.get('n')} | {sub.get('p50')} | {sub.get('p99')} | "
+                    f"{sub.get('max')} | {len(result[phase]['errors'])} |")
     for phase in ("poll", "saturate"):
         p = result[phase]
         for kind in ("list", "status"):

@@ -18,12 +18,13 @@ may stop earlier.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +34,10 @@ from torch import nn
 from pi_opt.artifacts import ArchSpec, ModelSpec
 from pi_opt.data import DatasetSpec
 from pi_opt.errors import ConfigError
-from pi_opt.profile import profile_model
+from pi_opt.profile import ModelProfile, profile_model
 from pi_opt.search._config import SearchConfig
 from pi_opt.search._study import harvesting
+from pi_opt.sites import prepare_sites
 from pi_opt.techniques import TECHNIQUES
 from pi_opt.techniques.base import PlanInputs, PlannedPhase
 from pi_opt.training import resolve_device
@@ -392,6 +394,32 @@ def _chain_plans(config: SearchConfig, data: DataPlan, timing: TimingPlan | None
     return chains, list(shared.values())
 
 
+class ModelFacts(NamedTuple):
+    """What a plan needs of the model itself: parameters, residual stages, activation
+    bytes saved per training sample (fp32), and the profile (ReLUs, MACs, layers)."""
+    params: int
+    stages: int
+    act: int
+    profile: ModelProfile
+
+
+@functools.lru_cache(maxsize=64)
+def model_facts(model_spec_json: str) -> ModelFacts:
+    """:class:`ModelFacts` of the architecture in ``model_spec_json`` (a ModelSpec as JSON).
+
+    Deterministic in the spec, so cached (64 architectures): a service validating many
+    submissions of the same network builds and traces it once per process. The profile
+    returned is shared: do not mutate it. Raises what :meth:`ModelSpec.build` raises.
+    """
+    spec = ModelSpec.model_validate_json(model_spec_json)
+    model = spec.build()
+    params, stages = sum(p.numel() for p in model.parameters()), _stages(model)
+    act = activation_bytes_per_sample(model, spec.input_shape)
+    # this model is ours: its sites are prepared in place (no profiling copy)
+    return ModelFacts(params=params, stages=stages, act=act,
+                      profile=profile_model(prepare_sites(model), spec.input_shape))
+
+
 def plan_job(config: SearchConfig, *, measure_steps: int = 3) -> JobPlan:
     """Plan ``config`` without data or training (see the module doc).
 
@@ -409,20 +437,19 @@ def plan_job(config: SearchConfig, *, measure_steps: int = 3) -> JobPlan:
     if data.input_shape is not None and tuple(data.input_shape) != tuple(spec.input_shape):
         warnings.append(f"model input_shape {tuple(spec.input_shape)} differs from the data "
                         f"set's {tuple(data.input_shape)}: the job will refuse it")
-    model = spec.build()
-    prof = profile_model(model, spec.input_shape)
     batch = config.finetune.batch_size
-    act = activation_bytes_per_sample(model, spec.input_shape)
     timing = None
     if measure_steps > 0:
         ft = config.finetune
-        timing = time_steps(model, spec.input_shape, spec.num_classes, batch_size=batch,
-                            steps=measure_steps, device=ft.device, precision=ft.precision,
-                            channels_last=ft.channels_last)
+        timing = time_steps(spec.build(), spec.input_shape, spec.num_classes,
+                            batch_size=batch, steps=measure_steps, device=ft.device,
+                            precision=ft.precision, channels_last=ft.channels_last)
+    facts = model_facts(spec.model_dump_json())
+    params, stages, act, prof = facts.params, facts.stages, facts.act, facts.profile
     budgets = _budget_plans(config, prof.relus)
     baseline = _phase(PlannedPhase("baseline", 0 if config.weights else config.baseline.epochs,
                                    kd=False), data, timing)
-    chains, shared = _chain_plans(config, data, timing, len(budgets), _stages(model))
+    chains, shared = _chain_plans(config, data, timing, len(budgets), stages)
     grid = sum(c.trials for c in chains)
     if data.train_images is None:
         warnings.append("training-set size unknown without the data: images and seconds "
@@ -430,7 +457,7 @@ def plan_job(config: SearchConfig, *, measure_steps: int = 3) -> JobPlan:
     return JobPlan(
         title=config.title, arch=spec.arch.name, input_shape=tuple(spec.input_shape),
         num_classes=spec.num_classes, baseline_relus=prof.relus,
-        params=sum(p.numel() for p in model.parameters()), macs=prof.macs,
+        params=params, macs=prof.macs,
         training_batch=batch, activation_bytes_per_sample=act,
         activation_bytes_per_batch=act * batch, data=data, budgets=budgets, baseline=baseline,
         shared=shared, chains=chains, trials=config.n_trials or grid,

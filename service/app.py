@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import openapi, problems
-from service.auth import bootstrap_key
+from service.auth import PrincipalCache, bootstrap_key
 from service.db import Database
 from service.db.migrate import upgrade_head
 from service.demos import DemoRunner
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.principals = PrincipalCache(settings.auth_cache_s)
     problems.install(app)
     for module in (jobs, plans, uploads, artifacts, demo, health):
         app.include_router(module.router)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sys
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +29,53 @@ class Principal:
     """The owner of an API key: every job, upload and demo belongs to one ``id``."""
     id: str
     name: str
+
+
+class PrincipalCache:
+    """Principals of recently authenticated keys, so a polling client does not cost a
+    database read per request: an entry lives ``ttl_s`` seconds (never past the key's own
+    expiry), at most ``max_entries`` entries (least recently used dropped first).
+
+    Keyed by the SHA-256 of the key, so no secret is kept in memory. A key revoked by
+    another process (``pi-opt keys revoke``) is refused at most ``ttl_s`` seconds later;
+    ``ttl_s=0`` disables the cache. Failed authentications are never cached. Thread-safe.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 1024) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Principal | None:
+        """The cached principal of ``token`` (a full ``pio_...`` secret), or None."""
+        if self.ttl_s <= 0:
+            return None
+        digest = hash_key(token)
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry[0] <= time.monotonic():
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return entry[1]
+
+    def put(self, token: str, principal: Principal, key_expires_at: datetime | None) -> None:
+        """Remember ``principal`` for ``token`` until ``ttl_s`` from now or the key's
+        expiry (a UTC datetime), whichever comes first."""
+        if self.ttl_s <= 0:
+            return
+        until = time.monotonic() + self.ttl_s
+        if key_expires_at is not None:
+            until = min(until, time.monotonic() + (key_expires_at - utcnow()).total_seconds())
+        digest = hash_key(token)
+        with self._lock:
+            self._entries[digest] = (until, principal)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
 
 
 def hash_key(secret: str) -> str:
@@ -73,8 +123,10 @@ def bootstrap_key(db: Database) -> str | None:
     return secret
 
 
-def authenticate(db: Database, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    """Principal for a bearer credential, or a 401 problem."""
+def authenticate(db: Database, credentials: HTTPAuthorizationCredentials | None,
+                 cache: PrincipalCache | None = None) -> Principal:
+    """Principal for a bearer credential, or a 401 problem (the database is read only
+    when ``cache`` does not hold the key; a successful lookup is cached)."""
     unauthorized = {"WWW-Authenticate": 'Bearer realm="pi-opt"'}
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(401, "unauthorized", "send an API key as 'Authorization: Bearer "
@@ -82,6 +134,9 @@ def authenticate(db: Database, credentials: HTTPAuthorizationCredentials | None)
     token = credentials.credentials
     if not token.startswith(PREFIX):
         raise ProblemError(401, "unauthorized", "invalid API key", headers=unauthorized)
+    cached = cache.get(token) if cache is not None else None
+    if cached is not None:
+        return cached
     with db.read() as s:
         row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
     if row is not None and row.expires_at is not None and row.expires_at <= utcnow():
@@ -92,4 +147,7 @@ def authenticate(db: Database, credentials: HTTPAuthorizationCredentials | None)
         raise ProblemError(401, "unauthorized", "invalid API key",
                            headers={"WWW-Authenticate": 'Bearer realm="pi-opt", '
                                     'error="invalid_token"'})
-    return Principal(row.id, row.name)
+    principal = Principal(row.id, row.name)
+    if cache is not None:
+        cache.put(token, principal, row.expires_at)
+    return principal

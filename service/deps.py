@@ -1,13 +1,19 @@
-"""Typed dependency aliases (route signatures read like prose)."""
+"""Typed dependency aliases (route signatures read like prose).
+
+The dependencies are ``async`` and do no blocking work, so FastAPI runs them on the event
+loop instead of hopping to its thread pool once per dependency; only an API key missing
+from the principal cache is looked up in a worker thread.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.auth import Principal, authenticate
+from service.auth import Principal, PrincipalCache, authenticate
 from service.db import Database
 from service.demos import DemoRunner
 from service.executor.base import Executor
@@ -18,27 +24,27 @@ _bearer = HTTPBearer(auto_error=False, bearerFormat="pio_<key>",
                      description="API key created on first start or with `pi-opt keys create`")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """Dependency: the app's :class:`~service.settings.Settings`."""
     return cast(Settings, request.app.state.settings)
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     """Dependency: the app's :class:`~service.db.Database`."""
     return cast(Database, request.app.state.db)
 
 
-def get_executor(request: Request) -> Executor:
+async def get_executor(request: Request) -> Executor:
     """Dependency: the app's job executor."""
     return cast(Executor, request.app.state.executor)
 
 
-def get_helpers(request: Request) -> Helpers:
+async def get_helpers(request: Request) -> Helpers:
     """Dependency: the app's validation helper processes."""
     return cast(Helpers, request.app.state.helpers)
 
 
-def get_demos(request: Request) -> DemoRunner:
+async def get_demos(request: Request) -> DemoRunner:
     """Dependency: the app's demo runner."""
     return cast(DemoRunner, request.app.state.demos)
 
@@ -46,9 +52,19 @@ def get_demos(request: Request) -> DemoRunner:
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def get_principal(request: Request, credentials: BearerDep) -> Principal:
+def get_principal_cache(request: Request) -> PrincipalCache:
+    """The app's cache of recently authenticated keys (``Settings.auth_cache_s``)."""
+    return cast(PrincipalCache, request.app.state.principals)
+
+
+async def get_principal(request: Request, credentials: BearerDep) -> Principal:
     """Dependency: the principal of the bearer API key; raises a 401 problem."""
-    return authenticate(request.app.state.db, credentials)
+    cache = get_principal_cache(request)
+    if credentials is not None:
+        cached = cache.get(credentials.credentials)
+        if cached is not None:
+            return cached
+    return await run_in_threadpool(authenticate, request.app.state.db, credentials, cache)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     max_recoveries: int = Field(10, ge=1)              # server crashes survived by one job
     runner_nice: int = Field(10, ge=0, le=19)          # job runners yield the CPU to the API
     helper_processes: int = Field(2, ge=1)             # spec / data-set validation pool
+    auth_cache_s: float = Field(5.0, ge=0)             # a revoked key works <= this long; 0: off
     log_level: str = "info"
 
     @model_validator(mode="after")

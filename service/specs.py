@@ -10,6 +10,7 @@ helper processes (``service.isolation``).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,12 +173,20 @@ def _data_upload(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef]) -> Up
 
 
 def _meta_params(model_spec: Any) -> int:
-    """Parameters of the architecture, built on the meta device (no memory)."""
+    """Parameters of the architecture, built on the meta device (no memory); cached per
+    architecture like ``pi_opt.plan.model_facts``. Raises a 422 ProblemError."""
+    return _meta_param_count(model_spec.model_dump_json())
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_param_count(model_spec_json: str) -> int:
     import torch
+
+    from pi_opt.artifacts import ModelSpec
 
     try:
         with torch.device("meta"):
-            model = model_spec.build()
+            model = ModelSpec.model_validate_json(model_spec_json).build()
     except PiOptError as exc:
         raise ProblemError(422, exc.code, exc.message) from None
     except Exception as exc:  # noqa: BLE001 - any build failure is a spec problem

@@ -15,7 +15,7 @@ import yaml
 from torch import nn
 
 from pi_opt.errors import ConfigError
-from pi_opt.plan import activation_bytes_per_sample, plan_job
+from pi_opt.plan import activation_bytes_per_sample, model_facts, plan_job
 from pi_opt.search import SearchConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,6 +50,10 @@ def test_digits_plan_counts_match_the_config() -> None:
     shared = sum(c.total_epochs for c in plan.chains)
     assert plan.total_epochs >= plan.baseline.epochs + shared
     assert plan.params > 0 and plan.macs > 0 and plan.activation_bytes_per_sample > 0
+    hits = model_facts.cache_info().hits          # a second plan of the same network: cached
+    assert plan_job(cfg, measure_steps=0) == plan
+    assert model_facts.cache_info().hits == hits + 1
+    assert plan.params == sum(p.numel() for p in cfg.model.build().parameters())
 
 
 def test_plan_time_estimate_from_measured_steps() -> None:

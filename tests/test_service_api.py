@@ -12,6 +12,7 @@ import io
 import json
 import pickle
 import tarfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 from conftest import REPO, Server, service_env
 
 MAX_UPLOAD = 1_000_000
+AUTH_CACHE_S = 1.0      # a revoked key is refused within this (PI_OPT_AUTH_CACHE_S)
 
 
 def tiny_spec(**over: Any) -> dict[str, Any]:
@@ -62,7 +64,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     db.dispose()
     server = Server(["--no-worker"], log=tmp / "server.log",
                     env=service_env(data_dir, PI_OPT_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-                                    PI_OPT_QUOTA_ACTIVE_JOBS="1000"))
+                                    PI_OPT_QUOTA_ACTIVE_JOBS="1000",
+                                    PI_OPT_AUTH_CACHE_S=str(AUTH_CACHE_S)))
     try:
         server.wait_healthy()
         yield {"a": Api(server, key_a, data_dir), "b": Api(server, key_b, data_dir),
@@ -133,7 +136,11 @@ def test_auth_missing_wrong_and_revoked_keys(env: dict[str, Any], a: Api) -> Non
     h = {"Authorization": f"Bearer {secret}"}
     assert httpx.get(f"{base}/v1/jobs", headers=h).status_code == 200
     assert revoke_api_key(db, principal.id)
+    revoked_at = time.monotonic()
     db.dispose()
+    while httpx.get(f"{base}/v1/jobs", headers=h).status_code == 200:    # principal cache
+        assert time.monotonic() - revoked_at < AUTH_CACHE_S + 0.5, "revoked key still works"
+        time.sleep(0.05)
     assert_problem(httpx.get(f"{base}/v1/jobs", headers=h), 401)
 
 

@@ -64,3 +64,31 @@ def test_checksum_headers() -> None:
     assert expected_sha256({}) is None
     with pytest.raises(ProblemError):
         expected_sha256({"digest": "sha-256=AAAA"})
+
+
+def test_principal_cache_ttl_key_expiry_and_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    import service.auth as auth
+    from service.auth import Principal, PrincipalCache
+    from service.db import utcnow
+
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    alice, bob = Principal("key_a", "alice"), Principal("key_b", "bob")
+    cache = PrincipalCache(ttl_s=5.0, max_entries=2)
+    assert cache.get("pio_a") is None
+    cache.put("pio_a", alice, None)
+    cache.put("pio_b", bob, utcnow() + timedelta(seconds=1))    # the key expires first
+    assert cache.get("pio_a") == alice and cache.get("pio_b") == bob
+    clock[0] += 1.5
+    assert cache.get("pio_b") is None and cache.get("pio_a") == alice
+    clock[0] += 4.0
+    assert cache.get("pio_a") is None                             # ttl over: read the db again
+    for i in range(3):                                            # bounded: oldest dropped
+        cache.put(f"pio_{i}", alice, None)
+    assert cache.get("pio_0") is None and cache.get("pio_2") == alice
+    assert all("pio_" not in k for k in cache._entries)           # only digests are kept
+    off = PrincipalCache(ttl_s=0)
+    off.put("pio_a", alice, None)
+    assert off.get("pio_a") is None

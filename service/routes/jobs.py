@@ -2,27 +2,44 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlencode
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
+from starlette.concurrency import run_in_threadpool
 
 from service import jobs
 from service.db import TERMINAL, Database
 from service.deps import DbDep, ExecutorDep, HelpersDep, PrincipalDep, SettingsDep
 from service.problems import Problem, ProblemError
+from service.responses import json_model
 from service.schemas import JobCreate, JobPublic, JobsPage, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 RETRY_AFTER_S = "5"
+T = TypeVar("T")
 MAX_EVENT_ID = 2**31 - 1     # event ids are 32-bit integers (PostgreSQL INTEGER)
+
+
+async def polled_read(db: Database, read: Callable[[], T]) -> T:
+    """Run ``read()``, a short read of the polled routes (job status and list).
+
+    On SQLite it runs inline on the event loop: a WAL-mode read neither waits for a writer
+    nor blocks one, and takes less time than the thread-pool hop, whose GIL hand-offs set
+    the tail latency with 50 polling clients (p99 ~450 -> <200 ms measured on 2 cores, see
+    BENCHMARKS.md). On PostgreSQL (a network round trip) it runs in the thread pool.
+    """
+    if db.is_postgres:
+        return await run_in_threadpool(read)
+    return read()
 
 
 @router.post("", status_code=202, responses={400: PROBLEM, 401: PROBLEM, 409: PROBLEM,
@@ -48,28 +65,29 @@ def submit_job(
     return jobs.to_public(job)
 
 
-@router.get("", responses={400: PROBLEM, 401: PROBLEM})
-def list_jobs(
-    request: Request, response: Response, db: DbDep, principal: PrincipalDep,
+@router.get("", response_model=JobsPage, responses={400: PROBLEM, 401: PROBLEM})
+async def list_jobs(
+    request: Request, db: DbDep, principal: PrincipalDep,
     status: Annotated[list[JobStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
-) -> JobsPage:
+) -> Response:
     """Newest first; follow ``next_cursor`` (also sent as ``Link: <...>; rel="next"``)."""
-    rows, nxt = jobs.list_jobs(db, principal, statuses=status, limit=limit, cursor=cursor)
+    rows, nxt = await polled_read(db, functools.partial(
+        jobs.list_jobs, db, principal, statuses=status, limit=limit, cursor=cursor))
+    headers: dict[str, str] = {}
     if nxt:
         params = [("limit", str(limit)), *(("status", s) for s in status or []), ("cursor", nxt)]
-        response.headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
-    return jobs.to_page(rows, nxt)
+        headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
+    return json_model(jobs.to_page(rows, nxt), headers=headers)
 
 
-@router.get("/{job_id}", responses={401: PROBLEM, 404: PROBLEM})
-def get_job(job_id: str, response: Response, db: DbDep, principal: PrincipalDep) -> JobPublic:
+@router.get("/{job_id}", response_model=JobPublic, responses={401: PROBLEM, 404: PROBLEM})
+async def get_job(job_id: str, db: DbDep, principal: PrincipalDep) -> Response:
     """The job, with progress; a `Retry-After` header while it is not finished (404 if unknown)."""
-    job = jobs.get_job(db, principal, job_id)
-    if job.status not in TERMINAL:
-        response.headers["Retry-After"] = RETRY_AFTER_S
-    return jobs.to_public(job)
+    job = await polled_read(db, functools.partial(jobs.get_job, db, principal, job_id))
+    headers: dict[str, str] = {} if job.status in TERMINAL else {"Retry-After": RETRY_AFTER_S}
+    return json_model(jobs.to_public(job), headers=headers)
 
 
 @router.post("/{job_id}/cancel", status_code=202, responses={401: PROBLEM, 404: PROBLEM})
