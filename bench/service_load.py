@@ -80,7 +80,8 @@ async def _timed(c: httpx.AsyncClient, method: str, path: str, lat: list[float],
 
 
 def _burst_spec(i: int, distinct: bool) -> dict[str, Any]:
-    spec: dict[str, Any] = {**TRAIN_SPEC, "title": f"burst {i}", "n_trials": 2}
+    spec: dict[str, Any] = {**TRAIN_SPEC, "title": f"burst {i}{' distinct' * distinct}",
+                            "n_trials": 2}
     if distinct:
         model = TRAIN_SPEC["model"]
         spec["model"] = {**model, "arch": {"name": model["arch"]["name"],
@@ -94,8 +95,8 @@ async def _submit_burst(base: str, headers: dict[str, str], n: int,
     errors: list[str] = []
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as c:
         rs = await asyncio.gather(*(
-            _timed(c, "POST", "/v1/jobs", lat, errors, (202,), json={"spec": _burst_spec(
-                i + (1000 if distinct else 0), distinct)})
+            _timed(c, "POST", "/v1/jobs", lat, errors, (202,),
+                   json={"spec": _burst_spec(i, distinct)})
             for i in range(n)))
         ids = [r.json()["id"] for r in rs if r is not None and r.status_code == 202]
         for jid in ids:        # leave the queue to the training job
