@@ -125,8 +125,8 @@ def bootstrap_key(db: Database) -> str | None:
 
 def authenticate(db: Database, credentials: HTTPAuthorizationCredentials | None,
                  cache: PrincipalCache | None = None) -> Principal:
-    """Principal for a bearer credential, or a 401 problem (the database is read only
-    when ``cache`` does not hold the key; a successful lookup is cached)."""
+    """Principal for a bearer credential, read from the database, or a 401 problem; a
+    successful lookup is stored in ``cache`` (the caller checks the cache first)."""
     unauthorized = {"WWW-Authenticate": 'Bearer realm="pi-opt"'}
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(401, "unauthorized", "send an API key as 'Authorization: Bearer "
@@ -134,9 +134,6 @@ def authenticate(db: Database, credentials: HTTPAuthorizationCredentials | None,
     token = credentials.credentials
     if not token.startswith(PREFIX):
         raise ProblemError(401, "unauthorized", "invalid API key", headers=unauthorized)
-    cached = cache.get(token) if cache is not None else None
-    if cached is not None:
-        return cached
     with db.read() as s:
         row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
     if row is not None and row.expires_at is not None and row.expires_at <= utcnow():
