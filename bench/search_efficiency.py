@@ -12,7 +12,9 @@ then ``compute_ratio`` (in training images: exact, not wall time) and
         --values none default halving --jobs 3 --out bench/results/search_efficiency.json
 
 The first run is the reference; every run gets ``ratios`` against it, and the top-level
-ratios are those of the ``default`` run (else the last one).
+ratios are those of the ``default`` run (else the last one). ``--runs`` instead gives each
+run as a JSON object of config overrides (a dict value is merged into the config's dict,
+e.g. ``'{"pruning": "none", "finetune": {"patience": null}}'``; ``'{}'`` is the default run).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -55,7 +58,9 @@ def run_job(raw: dict[str, Any], workdir: Path, extra_trials: int) -> dict[str, 
     report = session.finalize()
     c = report.compute
     return {
-        "pruning": session.pruning, "wall_s": round(time.time() - t0, 1),
+        "pruning": session.pruning, "finetune_patience": cfg.finetune.patience,
+        "skipped": [{k: v for k, v in s.items() if k != "trial"} for s in session.skipped()],
+        "wall_s": round(time.time() - t0, 1),
         "training_epochs": c["trials"]["total"]["epochs"],
         "training_images": c["trials"]["total"]["images"],
         "training_seconds": c["trials"]["total"]["seconds"],
@@ -129,6 +134,42 @@ def markdown(path: Path) -> str:
     return "\n".join(lines)
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this result (shell-quoted)."""
+    skip = {"keep", "table"} | ({"option", "values"} if args.runs else set())
+    parts = []
+    for k, v in vars(args).items():
+        if v is not None and k not in skip:
+            vals = v if isinstance(v, list) else [v]
+            parts.append(f"--{k.replace('_', '-')} " + " ".join(shlex.quote(str(x)) for x in vals))
+    return ("OMP_NUM_THREADS=1 nice -n 19 python bench/search_efficiency.py "
+            + " ".join(parts))
+
+
+def option_runs(raw: dict[str, Any], option: str, values: list[str]
+                ) -> list[tuple[str, dict[str, Any]]]:
+    """``(label, config)`` per value of one config field (``default``: the field unset)."""
+    out = []
+    for v in values:
+        cfg = {k: x for k, x in raw.items() if k != option}
+        if v != "default":
+            cfg[option] = parse_value(v)
+        out.append((f"{option}={v}", cfg))
+    return out
+
+
+def override_runs(raw: dict[str, Any], runs: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``(label, config)`` per JSON override object; ``{}`` is labelled ``default``."""
+    out = []
+    for text in runs:
+        over = json.loads(text)
+        cfg = dict(raw)
+        for k, v in over.items():
+            cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+        out.append((json.dumps(over, separators=(",", ":")) if over else "default", cfg))
+    return out
+
+
 def parse_value(v: str) -> Any:
     try:
         return json.loads(v)
@@ -146,6 +187,8 @@ def main() -> None:
     ap.add_argument("--values", nargs="+", default=["none", "default"],
                     help="values of --option (JSON, else a string; 'default' = unset); "
                     "the first run is the reference")
+    ap.add_argument("--runs", nargs="+", help="runs as JSON override objects (instead of "
+                    "--option/--values); '{}' = the default run")
     ap.add_argument("--out", default="bench/results/search_efficiency.json")
     ap.add_argument("--keep", help="keep the job directories under this folder")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (wall time only)")
@@ -157,13 +200,8 @@ def main() -> None:
     raw = base_config(args)
     load_before = uptime()
     root = Path(args.keep or tempfile.mkdtemp(prefix="search_eff_"))
-    jobs = []
-    for v in args.values:
-        cfg = {k: x for k, x in raw.items() if k != args.option}
-        if v != "default":
-            cfg[args.option] = parse_value(v)
-        label = f"{args.option}={v}"
-        jobs.append((label, cfg, root / label.replace("=", "_").replace("/", "_")[:60]))
+    jobs = [(label, cfg, root / f"run{i}") for i, (label, cfg) in enumerate(
+        override_runs(raw, args.runs) if args.runs else option_runs(raw, args.option, args.values))]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:  # separate processes, same seeds
         futures = [pool.submit(run_job, cfg, wd, args.extra_trials) for _, cfg, wd in jobs]
         runs = [{"label": label, **f.result()} for (label, _, _), f in zip(jobs, futures)]
@@ -173,11 +211,10 @@ def main() -> None:
     ref = runs[0]
     for r in runs:
         r["ratios"] = ratios(r, ref)
-    default = next((r for r in runs if r["label"].endswith("=default")), runs[-1])
+    default = next((r for r in runs if r["label"] == "default" or r["label"].endswith(
+        "=default")), runs[-1])
     out = {
-        "command": "nice -n 19 python bench/search_efficiency.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if v is not None and k not in ("keep", "jobs", "table")),
+        "command": command_line(args),
         "config": args.config, "techniques": raw["techniques"], "budgets": raw["budgets"],
         "extra_trials": args.extra_trials, "load_before": load_before, "load_after": uptime(),
         "reference": ref["label"], "compared": default["label"], "runs": runs,

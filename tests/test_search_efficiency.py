@@ -13,7 +13,9 @@ from pi_opt.report import read_report
 from pi_opt.report.pareto import answer_budgets, mark_front
 from pi_opt.report.schema import ParetoPoint
 from pi_opt.search import SearchConfig, SearchSession, run_search
-from pi_opt.search._pruning import should_prune
+from pi_opt.search._config import FINETUNE_PATIENCE
+from pi_opt.search._pruning import should_prune, skip_reason
+from pi_opt.training import Plateau
 
 from tiny import TINY_SEARCH as TINY  # noqa: E402
 FAST_SNL = {"chain": ["snl"], "params": {"snl": {"lambda_init": 0.05, "lambda_growth": 1.5,
@@ -125,6 +127,10 @@ def test_max_class_drop_constraint_in_a_study(tmp_path) -> None:
     ({"max_class_drop": 1.5}, "less than or equal to 1"),
     ({"pruning": "sometimes"}, "none"),
     ({"pruning": "median", "budgets": [0.1]}, "at least 2 budgets"),
+    ({"finetune": {"epochs": 2, "patience": 0}}, "greater than or equal to 1"),
+    ({"finetune": {"epochs": 2, "patience": "soon"}}, "valid integer"),
+    ({"finetune": {"epochs": 2, "min_delta": 1.0}}, "less than 1"),
+    ({"finetune": {"epochs": 2, "min_delta": -0.01}}, "greater than or equal to 0"),
 ])
 def test_bad_efficiency_configs(bad, match) -> None:
     with pytest.raises(ValidationError, match=match):
@@ -153,3 +159,85 @@ def test_a_trial_is_pruned_in_its_search_phase(tmp_path) -> None:
         search = p.compute["search"]["epochs"]
         assert p.compute["finetune"]["epochs"] == 0 and search < 4
         assert p.pruned_at_epoch == search and not p.pareto
+
+
+def test_plateau_rule_and_the_search_default() -> None:
+    p = Plateau(2, min_delta=0.01)
+    assert [p.update(a) for a in (0.5, 0.6, 0.605, 0.7, 0.7, 0.709)] == [
+        False, False, False, False, False, True]  # 0.605 and 0.709 are within min_delta
+    assert not any(Plateau(None).update(a) for a in (0.5, 0.4, 0.3))
+    again = Plateau(2, min_delta=0.01)
+    again.replay([0.5, 0.6, 0.605, 0.7, 0.7])  # a resumed run rebuilds the state
+    assert again.update(0.709) and again.record == p.record
+    assert _cfg().finetune.patience == FINETUNE_PATIENCE  # a search's default
+    assert SearchConfig().finetune.patience == FINETUNE_PATIENCE
+    assert _cfg(finetune={"epochs": 2, "patience": None}).finetune.patience is None
+    assert SearchConfig().baseline.patience is None  # the baseline trains every epoch
+
+
+def test_a_plateau_ends_the_autorep_search_and_the_finetune(tmp_path) -> None:
+    """``finetune.patience``: no improvement above ``min_delta`` for ``patience`` epochs
+    ends a fine-tune and, once the gates meet the budget, an AutoReP search; counted."""
+    fast = {"chain": ["autorep"], "params": {"autorep": {"search_epochs": 6, "lam": 200.0,
+                                                          "mask_lr": 0.5}}}
+    cfg = _cfg(techniques=[fast], budgets=[0.6], pruning="none",
+               finetune={"epochs": 4, "patience": 1, "min_delta": 0.99})
+    events: list[dict] = []
+    report = run_search(cfg, workdir=tmp_path, progress=events.append)
+    (point,) = report.points
+    search = [e for e in events if e.get("type") == "technique" and "density" in e]
+    first_in_budget = next(e["epoch"] for e in search if e["relus"] <= report.budgets[0])
+    assert first_in_budget < point.compute["search"]["epochs"] < 6  # stopped on the plateau
+    assert point.compute["finetune"]["epochs"] == 2 and not point.pruned
+    assert report.search["finetune_patience"] == 1
+
+
+def _grid_trial(budget: int, relus: int | None, acc: float | None,
+                state: str = "COMPLETE", number: int = 0) -> optuna.trial.FrozenTrial:
+    t = optuna.trial.create_trial(
+        state=getattr(optuna.trial.TrialState, state), params={"chain": "a", "budget": budget},
+        distributions={"chain": CategoricalDistribution(["a"]),
+                       "budget": CategoricalDistribution([100, 400, 900])},
+        values=[acc, relus] if state == "COMPLETE" else None,
+        user_attrs={"grid": True, "relus": relus, "val_accuracy": acc})
+    t.number = number
+    return t
+
+
+def test_cross_budget_skip_rule() -> None:
+    # The chain reached 0.90 with 300 ReLUs at budget 400: at 100 it expects ~75 ReLUs.
+    done = [_grid_trial(400, 300, 0.90), _grid_trial(900, 900, 0.95, number=1)]
+    assert skip_reason(900, done, [(10, 1.0)]) is None  # nothing larger ran
+    assert skip_reason(100, done, [(76, 0.99)]) is None  # more ReLUs than expected
+    assert skip_reason(100, done, [(75, 0.90)]) is None  # not more accurate
+    assert "dominated" in skip_reason(100, done, [(75, 0.91)])
+    assert skip_reason(100, done[1:], [(75, 0.91)]) is None  # 900 -> 100: ~100 expected
+    pruned = [_grid_trial(400, None, None, "PRUNED", number=2), done[1]]
+    assert "pruned at budget 400" in skip_reason(100, pruned, [])
+
+
+def test_a_grid_trial_is_skipped_when_its_point_would_be_dominated(tmp_path) -> None:
+    for pruning in ("median", "none"):
+        cfg = _cfg(techniques=["deepreduce"], budgets=[0.1, 0.3], pruning=pruning)
+        session = SearchSession.open(cfg, workdir=tmp_path / pruning)
+        session.study.add_trial(optuna.trial.create_trial(  # 1 ReLU, perfect: dominates all
+            params={"chain": "deepreduce", "budget": session.budgets[0]},
+            distributions={"chain": CategoricalDistribution(["deepreduce"]),
+                           "budget": CategoricalDistribution(session.budgets)},
+            values=[1.0, 1], user_attrs={"relus": 1, "val_accuracy": 1.0, "test_accuracy": 1.0,
+                                         "chain": ["deepreduce"], "budget": session.budgets[0],
+                                         "macs": 1}))
+        fake = len(session.study.trials) - 1
+        session.run_trials(n_trials=3)
+        report = session.finalize()
+        ran = sorted(p.budget for p in report.points if p.trial != fake)
+        rows = list(csv.DictReader((tmp_path / pruning / "report" / "trials.csv").open()))
+        if pruning == "none":  # no pruning, no skipping: both grid trials ran
+            assert ran == session.budgets and not report.skipped
+            continue
+        assert ran == [session.budgets[1]]  # the larger budget runs first, the smaller skips
+        (skip,) = report.skipped
+        assert skip["budget"] == session.budgets[0] and "dominated" in skip["reason"]
+        assert skip["trial"] not in {p.trial for p in report.points}
+        (row,) = [r for r in rows if r["skipped"]]
+        assert row["trial"] == str(skip["trial"]) and row["pruned"] == "True" and not row["relus"]

@@ -112,7 +112,8 @@ class ProgressDisplay:
                 self.bar.total = e["total"]
         chain = e.get("chain") or "?"
         result = (f"{fmt_int(e.get('relus'))} ReLUs, val {fmt_pct(e.get('val_accuracy'))}"
-                  if e.get("state") == "complete" else f"{e.get('state')}: {e.get('error', '')}")
+                  if e.get("state") == "complete" else
+                  f"{e.get('state')}: {e.get('error') or e.get('skipped') or ''}")
         self.line(f"  trial {e['trial']} {chain} @ {fmt_int(e.get('budget'))}: {result}")
         eta = self.eta_s()
         best = (e.get("best") or {}).get("best_val_accuracy")

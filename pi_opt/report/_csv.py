@@ -1,4 +1,6 @@
-"""``trials.csv``: one row per evaluated point (flat fields, params as JSON, per-stage ReLUs)."""
+"""``trials.csv``: one row per evaluated point (flat fields, params as JSON, per-stage ReLUs),
+then one per skipped grid trial (trial, chain, budget, ``pruned`` true, ``skipped`` the reason;
+nothing measured)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pi_opt.report.schema import ParetoReport
 
 FLAT_FIELDS = ["trial", "chain", "budget", "relus", "circa_relus", "poly_mults", "macs", "cost",
                "val_accuracy", "test_accuracy", "pareto", "over_budget", "harvested_from",
-               "seconds", "artifact", "pruned", "feasible", "worst_class_drop"]
+               "seconds", "artifact", "pruned", "feasible", "worst_class_drop", "skipped"]
 #: predicted online seconds per sample on each network (``ParetoPoint.latency_s``)
 LATENCY_KEYS = ["loopback", "lan", "wan", "job"]
 MPC_FIELDS = ["backend", "provider", "device", "batch_size", "latency_s", "latency_min_s",
@@ -42,7 +44,7 @@ def trials_table(report: ParetoReport) -> tuple[list[str], list[list[Any]]]:
               + [f"latency_{k}_s" for k in LATENCY_KEYS])
     rows = []
     for p in sorted(report.points, key=lambda p: (p.trial, p.relus)):
-        flat = {"chain": chain_label(p.chain), "over_budget": p.relus > p.budget}
+        flat = {"chain": chain_label(p.chain), "over_budget": p.relus > p.budget, "skipped": None}
         row = [flat[k] if k in flat else getattr(p, k) for k in FLAT_FIELDS]
         row.append(json.dumps(p.params, sort_keys=True, default=str))
         row.append(json.dumps(p.per_class_test_accuracy) if p.per_class_test_accuracy else None)
@@ -51,6 +53,10 @@ def trials_table(report: ParetoReport) -> tuple[list[str], list[list[Any]]]:
         row += [kept.get(s) if p.sites else None for s in stages]
         row += [(p.latency_s or {}).get(k) for k in LATENCY_KEYS]
         rows.append([_cell(v) for v in row])
+    for k in report.skipped:
+        known = {"trial": k.get("trial"), "chain": chain_label(k.get("chain") or []),
+                 "budget": k.get("budget"), "pruned": True, "skipped": k.get("reason")}
+        rows.append([_cell(known.get(c)) for c in header])
     return header, rows
 
 

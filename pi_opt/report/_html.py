@@ -487,6 +487,7 @@ def _summary_cards(report: ParetoReport, front: list[ParetoPoint]) -> list[dict[
         {"label": "Points evaluated", "value": str(len(report.points)),
          "sub": f"{len(front)} on the Pareto front · "
                 f"{sum(p.pruned for p in report.points)} pruned · "
+                f"{len(report.skipped)} skipped · "
                 f"{sum(not p.feasible for p in report.points)} over max_class_drop"},
         {"label": "Best front point", "value": fmt_pct(best.test_accuracy) if best else "–",
          "sub": (f"{fmt_count(best.relus)} ReLUs · trial #{best.trial}" if best else
@@ -556,6 +557,9 @@ def build_context(report: ParetoReport, downloads: dict[str, str] | None = None
                       "chain": chain_label(f["chain"]) if isinstance(f.get("chain"), list)
                       else str(f.get("chain", "–")),
                       "error": str(f.get("error", ""))} for f in report.failures],
+        "skipped": [{"trial": k.get("trial", "–"), "chain": chain_label(k.get("chain") or []),
+                     "budget": fmt_int(k.get("budget")), "reason": str(k.get("reason", ""))}
+                    for k in report.skipped],
         "figs": {
             "pareto": _fig_html(pareto_plot(report), "fig-pareto"),
             "mpc": _fig_html(mpc_plot(report), "fig-mpc"),

@@ -144,6 +144,8 @@ class ParetoReport(_Model):
     points: list[ParetoPoint]
     answers: list[BudgetAnswer] = Field(default_factory=list)
     failures: list[dict[str, Any]] = Field(default_factory=list)   # {"trial", "chain", "error"}
+    # grid trials not run (cross-budget skipping): {"trial", "chain", "budget", "reason"}
+    skipped: list[dict[str, Any]] = Field(default_factory=list)
     compute: dict[str, Any] = Field(default_factory=dict)  # data, baseline, trials, mpc, total
     network: dict[str, Any] | None = None  # the job's link (pi_opt.network.NetworkProfile)
     latency_answers: list[LatencyBudgetAnswer] = Field(default_factory=list)

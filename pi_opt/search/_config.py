@@ -32,8 +32,18 @@ class ChainSpec(BaseModel):
         return "+".join(self.chain)
 
 
+#: ``finetune.patience`` of a search unless the job sets it (``null`` turns it off).
+FINETUNE_PATIENCE = 3
+
+
 class SearchConfig(BaseModel):
     """An optimization job.
+
+    finetune: every trial's training settings. ``finetune.patience`` (default 3,
+        ``FINETUNE_PATIENCE``, in a search; ``null`` = off) and ``finetune.min_delta`` stop a
+        training at the trial's budget on a validation plateau (``TrainConfig``): every KD
+        fine-tune / training of a candidate, and an AutoReP mask search once its gates meet
+        the budget; the best epoch is kept. Counted in the compute block like any epoch.
 
     budgets: ReLU budgets; values <= 1 are fractions of the baseline's ReLU count,
         values > 1 absolute per-sample ReLU counts.
@@ -45,7 +55,9 @@ class SearchConfig(BaseModel):
     pruning: early stopping of trials behind their budget bucket at the same progress
         (fraction of their planned training epochs; ``median`` or successive ``halving``,
         see ``pi_opt.search._pruning``); needs >= 2 budgets when set explicitly (with one
-        budget the default is off).
+        budget the default is off). Under pruning, a grid trial is also skipped when the
+        same chain at the nearest larger budget was pruned or its point would be dominated
+        (``_pruning.skip_reason``).
     pruning_min_trials: finished trials of a bucket that must vote before it prunes.
     pruning_warmup: progress (fraction of a trial's planned epochs) before which no trial
         is pruned.
@@ -73,7 +85,8 @@ class SearchConfig(BaseModel):
     model: ModelSpec | None = None
     weights: str | None = None
     baseline: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=30, lr=0.05))
-    finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=8, lr=0.01))
+    finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        epochs=8, lr=0.01, patience=FINETUNE_PATIENCE))
     techniques: list[ChainSpec] = Field(
         default_factory=lambda: [ChainSpec(chain=[t]) for t in ("snl", "autorep", "deepreduce",
                                                                   "deepreshape")])
@@ -107,6 +120,13 @@ class SearchConfig(BaseModel):
             else:
                 out.append(item)
         return out
+
+    @field_validator("finetune", mode="before")
+    @classmethod
+    def _finetune_patience(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "patience" not in v:
+            return {**v, "patience": FINETUNE_PATIENCE}
+        return v
 
     @field_validator("network", mode="before")
     @classmethod

@@ -104,3 +104,45 @@ def peer_curves(trials: Iterable[Any], key: str) -> list[tuple[list[Point], floa
             complete = t.state.name == "COMPLETE"
             out.append(([tuple(p) for p in curve], math.inf if complete else curve[-1][0]))
     return out
+
+
+#: user attr of a grid trial that was not run (the reason, see :func:`skip_reason`)
+SKIPPED = "skipped"
+
+
+def skip_reason(budget: int, chain_trials: Iterable[Any],
+                points: Sequence[tuple[int, float]]) -> str | None:
+    """Why a grid trial of a chain at ``budget`` need not run, else None (cross-budget
+    skipping; the grid runs each chain's budgets largest first).
+
+    ``chain_trials``: finished grid trials (FrozenTrials) of the same chain; the latest one
+    at the nearest larger budget decides. ``points``: ``(relus, val accuracy)`` of the study's
+    complete, feasible points. Skip when that trial
+
+    * was pruned or skipped: its chain fell behind its bucket at the larger budget; or
+    * completed with ``r`` ReLUs and validation accuracy ``a`` at budget ``B``, and some
+      point has at most ``r * budget / B`` ReLUs and an accuracy above ``a``: fewer ReLUs
+      do not raise a chain's accuracy, so the chain's point at ``budget`` (about that many
+      ReLUs, at most ``a``) would be dominated. A chain that undershoots its budget (fewer
+      ReLUs than asked) is expected to undershoot by the same factor, so a point with
+      fewer ReLUs than any other is never skipped.
+    """
+    larger = sorted((t for t in chain_trials if int(t.params.get("budget", -1)) > budget),
+                    key=lambda t: (int(t.params["budget"]), -t.number))  # nearest, latest
+    if not larger:
+        return None
+    t = larger[0]
+    big = int(t.params["budget"])
+    if t.state.name == "PRUNED":
+        how = "skipped" if t.user_attrs.get(SKIPPED) else "pruned"
+        return f"{how} at budget {big} (trial {t.number})"
+    relus, acc = t.user_attrs.get("relus"), t.user_attrs.get("val_accuracy")
+    if relus is None or acc is None:
+        return None
+    expected = relus * budget / big
+    better = [(r, a) for r, a in points if r <= expected and a > acc]
+    if not better:
+        return None
+    r, a = min(better)
+    return (f"dominated: at budget {big} it reached {acc:.4f} with {relus} ReLUs; "
+            f"a point with {r} <= {expected:.0f} ReLUs has {a:.4f}")

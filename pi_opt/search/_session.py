@@ -45,7 +45,7 @@ from pi_opt.search._compute import ComputeMeter, job_compute
 from pi_opt.search._config import ChainSpec, SearchConfig
 from pi_opt.search._evaluate import evaluate_candidate, worst_class_drop
 from pi_opt.search._pruning import (
-    CURVES, NO_VOTE, bucket_key, peer_curves, should_prune,
+    CURVES, NO_VOTE, SKIPPED, bucket_key, peer_curves, should_prune, skip_reason,
 )
 from pi_opt.search._study import (
     CHECKPOINT_OF, STUDY_NAME, harvesting, make_sampler, make_storage, planned_epochs,
@@ -269,6 +269,10 @@ class SearchSession:
         grid = bool(trial.user_attrs.get("grid"))
         trial.set_user_attr("worker", _worker_id())
         params = self._params(trial, chain, grid)
+        reason = self._skip_reason(chain, budget) if grid else None
+        if reason is not None:
+            trial.set_user_attr(SKIPPED, reason)
+            raise optuna.TrialPruned(f"skipped: {reason}")
         seed = _stable_seed(self.config.seed, label, budget, params)
         meter = ComputeMeter(len(self.ctx.data.train.tensors[1]))
         checkpoints = self._checkpoints(trial)
@@ -309,6 +313,24 @@ class SearchSession:
         if point["pruned_at_epoch"] is not None:
             raise optuna.TrialPruned(f"pruned after {point['pruned_at_epoch']} training epochs")
         return point["val_accuracy"], self._cost(point)
+
+    def _skip_reason(self, chain: ChainSpec, budget: int) -> str | None:
+        """Why the grid trial of ``chain`` at ``budget`` is not run (``_pruning.skip_reason``;
+        only under pruning, never for a harvesting chain), else None."""
+        if self.pruning == "none" or harvesting(chain, self.config):
+            return None
+        mine = [t for t in self.study.get_trials(deepcopy=False, states=FINISHED)
+                if t.user_attrs.get("grid") and t.params.get("chain") == chain.label]
+        points = [(p.relus, p.val_accuracy) for p in self.points()
+                  if not p.pruned and p.feasible]
+        return skip_reason(budget, mine, points)
+
+    def skipped(self) -> list[dict[str, Any]]:
+        """Grid trials not run (cross-budget skipping): trial, chain, budget, reason."""
+        return [{"trial": t.number, "chain": self.chains[t.params["chain"]].chain,
+                 "budget": int(t.params["budget"]), "reason": t.user_attrs[SKIPPED]}
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+                if SKIPPED in t.user_attrs and t.params.get("chain") in self.chains]
 
     def _checkpoints(self, trial: optuna.Trial) -> TrainingCheckpoints:
         """The trial's training checkpoints: ``<workdir>/checkpoints/trial-<n>``, ``n`` the
@@ -384,6 +406,8 @@ class SearchSession:
                  "best": self.best_so_far()}
         if frozen.state == TrialState.FAIL:
             event["error"] = frozen.user_attrs.get("error")
+        if SKIPPED in frozen.user_attrs:
+            event["skipped"] = frozen.user_attrs[SKIPPED]
         self._emit(event)
         if done >= self.total or failed >= max(self.total, 3):
             study.stop()
@@ -498,9 +522,11 @@ class SearchSession:
                     "pruning": self.pruning, "max_class_drop": self.config.max_class_drop,
                     "fairness_weight": self.config.fairness_weight,
                     "baseline_epochs": self.config.baseline.epochs,
-                    "finetune_epochs": self.config.finetune.epochs},
+                    "finetune_epochs": self.config.finetune.epochs,
+                    "finetune_patience": self.config.finetune.patience},
             software=_software(), baseline=baseline, points=points,
             answers=answer_budgets(points, self.budgets), failures=self._failures(),
+            skipped=self.skipped(),
             network=self.config.network.model_dump(mode="json"),
             latency_answers=answer_latency_budgets(points, self.config.latency_budgets_ms),
             compute=self.compute(mpc_seconds=time.perf_counter() - t0))

@@ -184,12 +184,14 @@ def finetune_or_eval(ctx: TechniqueContext, cand: Candidate, epochs: int,
 def search_train_config(ctx: TechniqueContext, *, epochs: int, lr: float, weight_decay: float,
                         schedule: str, kd_temperature: float) -> TrainConfig:
     """The mask-search training config: the fine-tune config with Adam, the given epochs,
-    learning rate, weight decay, schedule and KD temperature, no best-on-val selection.
+    learning rate, weight decay, schedule and KD temperature, no best-on-val selection and no
+    plateau stop (a search above its budget must go on; a technique applies
+    ``ctx.finetune.patience`` itself once at the budget).
     """
     return ctx.finetune.model_copy(update={
         "epochs": epochs, "optimizer": "adam", "lr": lr, "weight_decay": weight_decay,
         "schedule": schedule, "select_on_val": False, "kd_temperature": kd_temperature,
-        "kd_weight": 1.0, "seed": ctx.seed})
+        "kd_weight": 1.0, "seed": ctx.seed, "patience": None})
 
 
 def train_search(ctx: TechniqueContext, work: nn.Module, config: TrainConfig, hooks: TrainHooks,

@@ -14,6 +14,9 @@ through the straight-through gates, ``N`` = candidate ReLUs.
 At the end the gates are projected to exactly <= budget ReLUs (top-B over ``w``
 among the gates that are on), the learned coefficients are written into the sites
 (``MixedActivation.set_poly``) and the model is KD fine-tuned with masks fixed.
+With ``ctx.finetune.patience`` set (a search's default), the search ends early once the
+gates meet the budget and validation accuracy has not improved for that many epochs
+(``pi_opt.training.Plateau``); the best in-budget epoch is kept as always.
 Existing IDENTITY / POLY positions are never gated (never resurrected); existing
 POLY channels keep their coefficients as the starting point of ``p_c``.
 
@@ -92,7 +95,7 @@ from pi_opt.techniques.base import (
     register_technique,
 )
 from pi_opt.techniques.dapa import dapa_coefficients
-from pi_opt.training import TrainHooks
+from pi_opt.training import Plateau, TrainHooks
 
 
 # ---------------------------------------------------------------------------
@@ -403,7 +406,6 @@ class AutoReP(Technique):
         mask_lr = cfg.mask_lr or scaled_mask_lr(ctx, cfg.mask_lr_scale)
         drop_gen = torch.Generator().manual_seed(ctx.seed + 17)
         dropped = [False] * len(gates)
-
         handles = [gt.g.site.register_forward_hook(
                        _blend_hook(i, gt, dropped=dropped, mode=mode, momentum=cfg.stats_momentum,
                                    effective=self._effective))
@@ -412,6 +414,7 @@ class AutoReP(Technique):
         round_w = site_round_weights(ctx, [gt.g for gt in gates], drop_squares=cfg.degree == 2,
                                      scale=cfg.round_weight)  # [] unless objective latency
         last = {"live": total, "epoch": 0}
+        plateau = Plateau(ctx.finetune.patience, ctx.finetune.min_delta)  # at the budget only
 
         @torch.no_grad()
         def live_count() -> int:
@@ -449,7 +452,7 @@ class AutoReP(Technique):
                     and epoch < epochs:
                 ctx.cut_short()  # the search ends here; the fine-tune is skipped
                 return True
-            return False
+            return live <= budget and plateau.update(val_acc)  # settled: the fine-tune follows
 
         def groups(model: nn.Module) -> list[dict[str, Any]]:
             return [weights_group(model),
@@ -464,17 +467,17 @@ class AutoReP(Technique):
             res = train_search(ctx, work, tcfg, TrainHooks(
                 extra_loss=hinge, on_step=on_step, on_epoch_end=on_epoch_end,
                 param_groups=groups, **search_state_hooks(  # checkpointed each epoch
-                    self._tensors(gates), {"best": best, "last": last}, [drop_gen])),
+                    self._tensors(gates), {"best": best, "last": last,
+                                           "plateau": plateau.record}, [drop_gen])),
                 f"{self.name}-search")
         finally:
             for h in handles:
                 h.remove()
         if best["snap"] is not None:
             _restore(work, self._tensors(gates), best["snap"])
-            return {"epochs": res.epochs_run, "epoch": best["epoch"], "live": best["live"],
-                    "mask_lr": mask_lr, "val": best["val"], "round_weights": round_w}
-        return {"epochs": res.epochs_run, "epoch": last["epoch"], "live": last["live"],
-                "mask_lr": mask_lr, "val": float("nan"), "round_weights": round_w}
+        kept = best if best["snap"] is not None else {**last, "val": float("nan")}
+        return {"epochs": res.epochs_run, "epoch": kept["epoch"], "live": kept["live"],
+                "mask_lr": mask_lr, "val": kept["val"], "round_weights": round_w}
 
     def _projection_scores(self, gates: list[_Gate]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         with torch.no_grad():

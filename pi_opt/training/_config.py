@@ -31,6 +31,11 @@ class TrainConfig(BaseModel):
       ``always`` / ``never`` force either.
     * ``data_workers``: DataLoader worker processes decoding a streamed image data set
       (``None`` = one per CPU core but one, at most 8; 0 = decode in the training process).
+
+    Early stopping: ``patience`` epochs in a row without a validation accuracy more than
+    ``min_delta`` (fraction) above the best so far end the training (with
+    ``select_on_val`` the best epoch's weights are kept); ``None`` trains every epoch.
+    The cosine schedule keeps its full length (a stopped run ends at a higher rate).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -54,6 +59,8 @@ class TrainConfig(BaseModel):
     sync_every: int = Field(1, ge=1, le=100_000)
     data_on_device: Literal["auto", "always", "never"] = "auto"
     data_workers: int | None = Field(None, ge=0, le=64)
+    patience: int | None = Field(None, ge=1)
+    min_delta: float = Field(0.0, ge=0, lt=1)
 
 
 def resolve_device(device: str) -> torch.device:

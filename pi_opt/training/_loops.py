@@ -25,6 +25,7 @@ from pi_opt.errors import Cancelled
 from pi_opt.training._batches import AugmentFn, Generators, eval_batches, make_batches
 from pi_opt.training._checkpoint import config_key, load_checkpoint, save_checkpoint
 from pi_opt.training._config import TrainConfig, resolve_device
+from pi_opt.training._plateau import Plateau
 from pi_opt.training._precision import plan_precision, to_memory_format, use_channels_last
 from pi_opt.training._step import Stepper, kd_loss
 
@@ -155,6 +156,7 @@ def fit(
     checkpoint: str | Path | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; with ``select_on_val`` restore the best-validation weights.
+    With ``config.patience`` the training stops on a validation plateau (:class:`Plateau`).
 
     Loss = CE (+ ``kd_weight`` x KD when a teacher is given) (+ hooks.extra_loss).
     With ``checkpoint`` (a directory) the run's state (with the hooks' ``save_state``) is
@@ -205,6 +207,7 @@ def fit(
         if progress is not None:
             progress({"phase": phase, "epoch": epoch, "epochs": config.epochs, **rec})
         stop = hooks.on_epoch_end is not None and bool(hooks.on_epoch_end(model, epoch, val_acc))
+        stop = run.plateau.update(val_acc) or stop
         run.save(epoch, stopped=stop)  # after the hook: its state changes are part of the epoch
         if stop:
             break
@@ -225,6 +228,7 @@ class _Run:
         self.history: list[dict[str, float]] = []
         self.step = self.start_epoch = self.epoch = 0
         self.stopped = False
+        self.plateau = Plateau(config.patience, config.min_delta)
         state = load_checkpoint(checkpoint, key)
         if state is not None:
             self._restore(state)
@@ -246,6 +250,7 @@ class _Run:
             self.hooks.load_state(state["hooks"])
         self.best_acc, self.best_state = state["best_acc"], state["best_state"]
         self.history = list(state["history"])
+        self.plateau.replay(r["val_accuracy"] for r in self.history)
         self.step, self.start_epoch = state["step"], state["epoch"]
         self.epoch, self.stopped = self.start_epoch, bool(state.get("stopped", False))
 
