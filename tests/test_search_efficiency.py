@@ -15,6 +15,7 @@ from pi_opt.report.schema import ParetoPoint
 from pi_opt.search import SearchConfig, SearchSession, run_search
 from pi_opt.search._config import FINETUNE_PATIENCE
 from pi_opt.search._pruning import should_prune, skip_reason
+from pi_opt.search._study import grid_order, unreported_epochs
 from pi_opt.training import Plateau
 
 from tiny import TINY_SEARCH as TINY  # noqa: E402
@@ -192,28 +193,49 @@ def test_a_plateau_ends_the_autorep_search_and_the_finetune(tmp_path) -> None:
     assert report.search["finetune_patience"] == 1
 
 
-def _grid_trial(budget: int, relus: int | None, acc: float | None,
-                state: str = "COMPLETE", number: int = 0) -> optuna.trial.FrozenTrial:
+def _grid_trial(budget: int, relus: int | None, acc: float | None, state: str = "COMPLETE",
+                number: int = 0, curve: list | None = None) -> optuna.trial.FrozenTrial:
     t = optuna.trial.create_trial(
         state=getattr(optuna.trial.TrialState, state), params={"chain": "a", "budget": budget},
         distributions={"chain": CategoricalDistribution(["a"]),
-                       "budget": CategoricalDistribution([100, 400, 900])},
+                       "budget": CategoricalDistribution([100, 200, 400, 900])},
         values=[acc, relus] if state == "COMPLETE" else None,
-        user_attrs={"grid": True, "relus": relus, "val_accuracy": acc})
+        user_attrs={"grid": True, "relus": relus, "val_accuracy": acc,
+                    "curves": {str(budget): curve or [[1.0, acc]]}})
     t.number = number
     return t
+
+
+def test_grid_runs_early_reporting_chains_first() -> None:
+    cfg = _cfg(techniques=["deepreshape+autorep", "deepreshape", "autorep", "deepreduce"],
+               budgets=[0.1, 0.3])
+    assert [c.label for c in grid_order(cfg)] == [
+        "deepreduce", "autorep", "deepreshape", "deepreshape+autorep"]
+    # 1 fine-tune epoch: the HybReNet trains 2 unjudged; in the chain the whole DeepReShape
+    # step (2 + 1) runs at the chain_slack budget
+    assert [unreported_epochs(c, {}, cfg) for c in (["deepreduce"], ["autorep"], [
+        "deepreshape"], ["deepreshape", "autorep"])] == [0, 0, 2, 3]
 
 
 def test_cross_budget_skip_rule() -> None:
     # The chain reached 0.90 with 300 ReLUs at budget 400: at 100 it expects ~75 ReLUs.
     done = [_grid_trial(400, 300, 0.90), _grid_trial(900, 900, 0.95, number=1)]
-    assert skip_reason(900, done, [(10, 1.0)]) is None  # nothing larger ran
-    assert skip_reason(100, done, [(76, 0.99)]) is None  # more ReLUs than expected
-    assert skip_reason(100, done, [(75, 0.90)]) is None  # not more accurate
-    assert "dominated" in skip_reason(100, done, [(75, 0.91)])
-    assert skip_reason(100, done[1:], [(75, 0.91)]) is None  # 900 -> 100: ~100 expected
-    pruned = [_grid_trial(400, None, None, "PRUNED", number=2), done[1]]
-    assert "pruned at budget 400" in skip_reason(100, pruned, [])
+    assert skip_reason(900, done, [(10, 1.0)], done) is None  # nothing larger ran
+    assert skip_reason(100, done, [(76, 0.99)], done) is None  # more ReLUs than expected
+    assert skip_reason(100, done, [(75, 0.90)], done) is None  # not more accurate
+    assert "dominated" in skip_reason(100, done, [(75, 0.91)], done)
+    assert skip_reason(100, done[1:], [(75, 0.91)], done) is None  # 900 -> 100: ~100 expected
+    # Pruned at 400 at progress 0.3 with 300 ReLUs: a skip only when a peer of the bucket
+    # with no more ReLUs was ahead at that progress.
+    pruned = _grid_trial(400, 300, 0.5, "PRUNED", number=2, curve=[[0.3, 0.5]])
+    ahead = _grid_trial(400, 300, 0.9, number=3, curve=[[0.2, 0.8], [1.0, 0.9]])
+    later = _grid_trial(400, 250, 0.9, number=4, curve=[[0.5, 0.8], [1.0, 0.9]])
+    fatter = _grid_trial(400, 400, 0.9, number=5, curve=[[0.1, 0.95]])
+    assert "behind trial 3" in skip_reason(100, [pruned], [], [pruned, ahead])
+    assert skip_reason(100, [pruned], [], [pruned, later, fatter]) is None
+    skipped = _grid_trial(200, None, None, "PRUNED", number=6)
+    skipped.set_user_attr("skipped", "x")  # a skipped trial never decides: the next one does
+    assert "behind trial 3" in skip_reason(100, [pruned, skipped], [], [pruned, ahead])
 
 
 def test_a_grid_trial_is_skipped_when_its_point_would_be_dominated(tmp_path) -> None:

@@ -33,13 +33,13 @@ class ChainSpec(BaseModel):
 
 
 #: ``finetune.patience`` of a search unless the job sets it (``null`` turns it off).
-FINETUNE_PATIENCE = 3
+FINETUNE_PATIENCE = 2
 
 
 class SearchConfig(BaseModel):
     """An optimization job.
 
-    finetune: every trial's training settings. ``finetune.patience`` (default 3,
+    finetune: every trial's training settings. ``finetune.patience`` (default 2,
         ``FINETUNE_PATIENCE``, in a search; ``null`` = off) and ``finetune.min_delta`` stop a
         training at the trial's budget on a validation plateau (``TrainConfig``): every KD
         fine-tune / training of a candidate, and an AutoReP mask search once its gates meet
@@ -55,9 +55,10 @@ class SearchConfig(BaseModel):
     pruning: early stopping of trials behind their budget bucket at the same progress
         (fraction of their planned training epochs; ``median`` or successive ``halving``,
         see ``pi_opt.search._pruning``); needs >= 2 budgets when set explicitly (with one
-        budget the default is off). Under pruning, a grid trial is also skipped when the
-        same chain at the nearest larger budget was pruned or its point would be dominated
-        (``_pruning.skip_reason``).
+        budget the default is off). Default ``halving`` (``BENCHMARKS.md``, search
+        efficiency). Under pruning, a grid trial is also skipped when the same chain at the
+        nearest larger budget was pruned behind a peer with no more ReLUs, or its point
+        would be dominated (``_pruning.skip_reason``).
     pruning_min_trials: finished trials of a bucket that must vote before it prunes.
     pruning_warmup: progress (fraction of a trial's planned epochs) before which no trial
         is pruned.
@@ -101,7 +102,7 @@ class SearchConfig(BaseModel):
     harvest: bool = True
     chain_slack: float = Field(2.0, ge=1.0)
     measure_mpc: Literal["none", "front", "all"] = "none"
-    pruning: Literal["none", "median", "halving"] = "median"
+    pruning: Literal["none", "median", "halving"] = "halving"
     pruning_min_trials: int = Field(2, ge=1)
     pruning_warmup: float = Field(0.0, ge=0, lt=1)
     max_class_drop: float | None = Field(None, gt=0, le=1)

@@ -111,34 +111,40 @@ SKIPPED = "skipped"
 
 
 def skip_reason(budget: int, chain_trials: Iterable[Any],
-                points: Sequence[tuple[int, float]]) -> str | None:
+                points: Sequence[tuple[int, float]], finished: Sequence[Any]) -> str | None:
     """Why a grid trial of a chain at ``budget`` need not run, else None (cross-budget
     skipping; the grid runs each chain's budgets largest first).
 
     ``chain_trials``: finished grid trials (FrozenTrials) of the same chain; the latest one
-    at the nearest larger budget decides. ``points``: ``(relus, val accuracy)`` of the study's
-    complete, feasible points. Skip when that trial
+    run (not skipped) at the nearest larger budget decides. ``points``: ``(relus, val
+    accuracy)`` of the study's complete, feasible points; ``finished``: every finished trial
+    (the bucket peers). Skip when that trial
 
-    * was pruned or skipped: its chain fell behind its bucket at the larger budget; or
+    * was pruned behind a complete peer of its bucket with no more ReLUs (at the progress
+      it reached, the peer's best report was higher): another chain dominated this one at
+      the larger budget; a chain pruned with fewer ReLUs than the peers that beat it
+      (DeepReDuce undershoots its budget) still runs; or
     * completed with ``r`` ReLUs and validation accuracy ``a`` at budget ``B``, and some
       point has at most ``r * budget / B`` ReLUs and an accuracy above ``a``: fewer ReLUs
       do not raise a chain's accuracy, so the chain's point at ``budget`` (about that many
-      ReLUs, at most ``a``) would be dominated. A chain that undershoots its budget (fewer
-      ReLUs than asked) is expected to undershoot by the same factor, so a point with
-      fewer ReLUs than any other is never skipped.
+      ReLUs, at most ``a``) would be dominated. A chain that undershoots its budget is
+      expected to undershoot by the same factor.
     """
-    larger = sorted((t for t in chain_trials if int(t.params.get("budget", -1)) > budget),
+    larger = sorted((t for t in chain_trials if int(t.params.get("budget", -1)) > budget
+                     and not t.user_attrs.get(SKIPPED)),
                     key=lambda t: (int(t.params["budget"]), -t.number))  # nearest, latest
     if not larger:
         return None
     t = larger[0]
     big = int(t.params["budget"])
-    if t.state.name == "PRUNED":
-        how = "skipped" if t.user_attrs.get(SKIPPED) else "pruned"
-        return f"{how} at budget {big} (trial {t.number})"
     relus, acc = t.user_attrs.get("relus"), t.user_attrs.get("val_accuracy")
     if relus is None or acc is None:
         return None
+    if t.state.name == "PRUNED":
+        peer = _leaner_peer_ahead(t, finished)
+        return None if peer is None else (
+            f"pruned at budget {big} (trial {t.number}, {relus} ReLUs) behind trial "
+            f"{peer.number} with {peer.user_attrs['relus']} ReLUs")
     expected = relus * budget / big
     better = [(r, a) for r, a in points if r <= expected and a > acc]
     if not better:
@@ -146,3 +152,22 @@ def skip_reason(budget: int, chain_trials: Iterable[Any],
     r, a = min(better)
     return (f"dominated: at budget {big} it reached {acc:.4f} with {relus} ReLUs; "
             f"a point with {r} <= {expected:.0f} ReLUs has {a:.4f}")
+
+
+def _leaner_peer_ahead(pruned: Any, finished: Sequence[Any]) -> Any | None:
+    """A complete, voting trial of ``pruned``'s bucket with no more ReLUs whose best report up
+    to the progress ``pruned`` reached beats ``pruned``'s best, else None."""
+    key = bucket_key(int(pruned.params["budget"]))
+    mine = pruned.user_attrs.get(CURVES, {}).get(key)
+    if not mine:
+        return None
+    reached, best = mine[-1][0], max(a for _, a in mine)
+    for t in finished:
+        curve = t.user_attrs.get(CURVES, {}).get(key)
+        if (t.state.name == "COMPLETE" and curve and not t.user_attrs.get(NO_VOTE)
+                and bucket_key(int(t.params.get("budget", -1))) == key
+                and t.user_attrs.get("relus", math.inf) <= pruned.user_attrs["relus"]):
+            theirs = best_until(curve, reached)
+            if theirs is not None and theirs > best:
+                return t
+    return None

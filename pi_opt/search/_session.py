@@ -319,11 +319,12 @@ class SearchSession:
         only under pruning, never for a harvesting chain), else None."""
         if self.pruning == "none" or harvesting(chain, self.config):
             return None
-        mine = [t for t in self.study.get_trials(deepcopy=False, states=FINISHED)
+        finished = self.study.get_trials(deepcopy=False, states=FINISHED)
+        mine = [t for t in finished
                 if t.user_attrs.get("grid") and t.params.get("chain") == chain.label]
         points = [(p.relus, p.val_accuracy) for p in self.points()
                   if not p.pruned and p.feasible]
-        return skip_reason(budget, mine, points)
+        return skip_reason(budget, mine, points, finished)
 
     def skipped(self) -> list[dict[str, Any]]:
         """Grid trials not run (cross-budget skipping): trial, chain, budget, reason."""

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from pi_opt.search._config import ChainSpec, SearchConfig
 from pi_opt.techniques import TECHNIQUES
-from pi_opt.techniques.base import PlanInputs
+from pi_opt.techniques.base import PlanInputs, PlannedPhase
 
 STUDY_NAME = "pi-opt"
 STALE_ERROR = "worker died (stale trial)"
@@ -56,26 +56,51 @@ def harvesting(chain: ChainSpec, config: SearchConfig) -> bool:
     return config.harvest and len(chain.chain) == 1 and TECHNIQUES.get(chain.chain[0]).harvests
 
 
+def _train_phases(chain: Sequence[str], params: Mapping[str, Mapping[str, Any]],
+                  config: SearchConfig) -> list[tuple[bool, PlannedPhase]]:
+    """Per-trial training phases of ``chain`` in order (shared, cached ones left out), each
+    with whether its step runs at the ``chain_slack`` budget (a reducer followed by another
+    reducer: its reports are not the bucket's)."""
+    inputs = PlanInputs(finetune=config.finetune)
+    reducers = [i for i, n in enumerate(chain) if TECHNIQUES.get(n).reduces_count]
+    out = []
+    for i, name in enumerate(chain):
+        tech = TECHNIQUES.get(name)(**params.get(name, {}))
+        out += [(bool(reducers) and i < reducers[-1], p) for p in tech.plan_phases(inputs)
+                if p.kind == "train" and not p.shared]
+    return out
+
+
 def planned_epochs(chain: Sequence[str], params: Mapping[str, Mapping[str, Any]],
                    config: SearchConfig) -> int:
     """Training epochs one trial of ``chain`` with ``params`` (technique -> settings) plans:
     its per-trial phases (shared, cached ones left out; bounds count in full), >= 1. The
     unit of a trial's progress for pruning."""
-    inputs = PlanInputs(finetune=config.finetune)
+    return max(1, sum(p.epochs for _, p in _train_phases(chain, params, config)))
+
+
+def unreported_epochs(chain: Sequence[str], params: Mapping[str, Mapping[str, Any]],
+                      config: SearchConfig) -> int:
+    """Training epochs one trial of ``chain`` spends before its first report to pruning:
+    the phases before the first one that reports at the trial's budget (a step at the
+    ``chain_slack`` budget never does)."""
     total = 0
-    for name in chain:
-        tech = TECHNIQUES.get(name)(**params.get(name, {}))
-        total += sum(p.epochs for p in tech.plan_phases(inputs)
-                     if p.kind == "train" and not p.shared)
-    return max(1, total)
+    for slack, p in _train_phases(chain, params, config):
+        if p.reports and not slack:
+            break
+        total += p.epochs
+    return total
 
 
 def grid_order(config: SearchConfig) -> list[ChainSpec]:
-    """Chains in the order the grid runs them: harvesting chains, then by planned epochs
-    (cheapest first, so each budget bucket holds finished peers before the costly trials
-    that pruning can stop)."""
+    """Chains in the order the grid runs them: harvesting chains, then by the epochs a trial
+    trains before pruning can judge it (:func:`unreported_epochs`), then by planned epochs.
+    Chains that report early (and so can be stopped early) run first and give the buckets
+    finished peers; a chain that trains long unjudged (DeepReShape's HybReNet) then meets
+    them at its first report."""
     return sorted(config.techniques, key=lambda c: (
-        not harvesting(c, config), planned_epochs(c.chain, c.params, config)))
+        not harvesting(c, config), unreported_epochs(c.chain, c.params, config),
+        planned_epochs(c.chain, c.params, config)))
 
 
 def seed_grid(study: optuna.Study, config: SearchConfig, budgets: list[int]) -> None:

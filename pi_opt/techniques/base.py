@@ -211,6 +211,9 @@ class PlannedPhase:
         phase may stop earlier, e.g. SNL's descent stops once every budget is met).
     kd: a frozen teacher forward runs next to every training step.
     shared: computed once per job and cached (e.g. stage criticality), not per trial.
+    reports: a training phase whose epochs report validation accuracy at the trial's budget
+        to the search's pruning (``TechniqueContext.report_epoch``); False when its network
+        holds more ReLUs than the budget (DeepReShape's HybReNet before culling).
     """
 
     name: str
@@ -219,6 +222,7 @@ class PlannedPhase:
     kd: bool = True
     shared: bool = False
     bound: bool = False
+    reports: bool = True
 
 
 @dataclass(frozen=True)

@@ -290,7 +290,7 @@ class DeepReShape(Technique):
         train = (math.ceil(ft * cfg.scratch_epoch_multiplier) if cfg.train_epochs is None
                  else cfg.train_epochs)
         return [criticality_phase(cfg.criticality_epochs, inputs.stages),
-                PlannedPhase("hybrenet-train", train),
+                PlannedPhase("hybrenet-train", train, reports=False),
                 PlannedPhase("finetune", ft if cfg.finetune_epochs is None
                              else cfg.finetune_epochs)]
 
