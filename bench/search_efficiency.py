@@ -131,6 +131,8 @@ def markdown(path: Path) -> str:
                 f"{p['chain']} {p['val']:.3f}/{p['test']:.3f} ({p['worst_class_drop']:+.3f})"
                 + (" pruned" if p["pruned"] else "") for p in r["points_by_budget"][b])
             lines.append(f"| {int(b):,} | `{r['label'][:40]}` | {cells} |")
+    lines += [""] + [f"`{r['label']}` skipped {'+'.join(k['chain'])} @ {k['budget']:,}: "
+                     f"{k['reason']}" for r in res["runs"] for k in r.get("skipped", [])]
     return "\n".join(lines)
 
 
