@@ -250,9 +250,14 @@ def test_a_grid_trial_is_skipped_when_its_point_would_be_dominated(tmp_path) -> 
                                          "chain": ["deepreduce"], "budget": session.budgets[0],
                                          "macs": 1}))
         fake = len(session.study.trials) - 1
-        session.run_trials(n_trials=3)
+        retry = {"chain": "deepreduce", "budget": session.budgets[0]}  # a dead trial's re-run
+        session.study.enqueue_trial(retry, user_attrs={"grid": True, "fixed": retry,
+                                                       "checkpoint_of": 99})
+        session.run_trials(n_trials=4)
         report = session.finalize()
         ran = sorted(p.budget for p in report.points if p.trial != fake)
+        assert session.budgets[0] in ran  # the re-run of a dead trial is never skipped
+        ran.remove(session.budgets[0])
         rows = list(csv.DictReader((tmp_path / pruning / "report" / "trials.csv").open()))
         if pruning == "none":  # no pruning, no skipping: both grid trials ran
             assert ran == session.budgets and not report.skipped

@@ -112,6 +112,8 @@ class SearchConfig(BaseModel):
     @field_validator("techniques", mode="before")
     @classmethod
     def _chains(cls, v: Any) -> Any:
+        if not isinstance(v, list):  # pydantic reports the wrong type
+            return v
         out = []
         for item in v or []:
             if isinstance(item, str):

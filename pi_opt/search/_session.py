@@ -269,7 +269,8 @@ class SearchSession:
         grid = bool(trial.user_attrs.get("grid"))
         trial.set_user_attr("worker", _worker_id())
         params = self._params(trial, chain, grid)
-        reason = self._skip_reason(chain, budget) if grid else None
+        retry = CHECKPOINT_OF in trial.user_attrs  # a dead trial's re-run: runs what it asked
+        reason = self._skip_reason(chain, budget) if grid and not retry else None
         if reason is not None:
             trial.set_user_attr(SKIPPED, reason)
             raise optuna.TrialPruned(f"skipped: {reason}")
