@@ -3,8 +3,12 @@
 Installed into CrypTen's ``DistributedCommunicator`` inside each party process
 (:func:`install`); nothing here runs in the parent. Three things:
 
-* **Batched openings.** CrypTen's batched ``all_reduce`` (e.g. both openings of a
-  Beaver product) goes out as one flat message: same rounds and bytes, fewer calls.
+* **One exchange path.** Every opening of int64 shares (CrypTen's ``all_reduce``, batched
+  or not, and the ``reduce`` that reveals the output) is one ``all_gather`` of one flat
+  message followed by a local combine: same rounds and bytes, fewer calls, and the
+  same code on loopback and on an emulated link, so a time fitted on loopback
+  holds on the emulated links (gloo's ``all_reduce`` of 2 ranks took longer per round
+  than this swap, which made emulated-LAN runs faster than loopback ones).
 * **Shared rounds** (:func:`run_shared`). Independent sub-protocols (a site's exact
   ReLU, squares and Circa sign test) run as cooperative tasks: each runs until its
   next opening, then the pending openings of all tasks go out as *one* message, so
@@ -113,11 +117,7 @@ def exchange(tensors: Sequence[Tensor], ops: Sequence[Any], group: Any, *,
     """All-reduce ``tensors[i]`` with ``ops[i]`` between the 2 parties of ``group`` (the
     communicator's main group: a TTP dealer is not in it) in one message.
     ``receive=False``: the result is not needed here, do not wait for the link."""
-    flat = _flat(tensors)
-    if _LINK is None and len(set(ops)) == 1:
-        dist.all_reduce(flat, op=ops[0], group=group)
-        return _split(flat, tensors)
-    peer = _split(_swap(flat, group, receive=receive), tensors)
+    peer = _split(_swap(_flat(tensors), group, receive=receive), tensors)
     return [_combine(m, p, op) for m, p, op in zip(tensors, peer, ops, strict=True)]
 
 
@@ -240,7 +240,7 @@ def install() -> None:
 
     def inner_all_reduce(self, input, op=dist.ReduceOp.SUM, batched=False):  # noqa: A002
         tensors = list(input) if batched else [input]
-        if not _plain(tensors) or (_LINK is None and len(tensors) == 1):
+        if not _plain(tensors):
             return original(self, input, op=op, batched=batched)
         out = exchange(tensors, [op] * len(tensors), self.main_group)
         return out if batched else out[0]
@@ -258,7 +258,7 @@ def install() -> None:
 
     def reduce(self, input, dst, op=dist.ReduceOp.SUM, batched=False):  # noqa: A002
         tensors = list(input) if batched else [input]
-        if _LINK is None or not _plain(tensors):
+        if not _plain(tensors):
             return original_reduce(self, input, dst, op=op, batched=batched)
         mine = self.get_rank() == dst
         out = exchange(tensors, [op] * len(tensors), self.main_group, receive=mine)

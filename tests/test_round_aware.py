@@ -17,7 +17,7 @@ from pi_opt.network import PROFILES
 from pi_opt.profile import profile_model
 from pi_opt.techniques import _masks as masks_mod
 from pi_opt.techniques._masks import gated_sites
-from pi_opt.techniques._rounds import site_round_weights
+from pi_opt.techniques._rounds import close_stray_sites, site_round_weights
 from pi_opt.techniques.autorep import AutoReP
 from pi_opt.techniques.base import LatencyObjective, TechniqueContext, baseline_candidate
 from pi_opt.techniques.snl import SNL
@@ -46,6 +46,47 @@ def test_round_weights_price_rounds_in_relu_equivalents(ctx) -> None:
     poly = site_round_weights(wan, sites, drop_squares=True, scale=2.0)
     assert poly == pytest.approx([2 * (RELU_ROUNDS - 1) * round_s / (relu_s - square_s)]
                                  * len(sites), rel=1e-9)
+
+
+def _ranked(sites, top: dict[int, int]) -> dict[str, torch.Tensor]:
+    """Scores that put the first ``top[i]`` pixel entries of site ``i`` above every other
+    entry (site 0's first, then site 1's, ...) and everything else at 0."""
+    scores, level = {}, 1000.0
+    for i, g in enumerate(sites):
+        s = torch.zeros(g.orig.shape).flatten()
+        n = top.get(i, 0)
+        s[:n] = level - torch.arange(n, dtype=torch.float32) * 1e-3
+        level -= 10.0
+        scores[g.name] = s.view(g.orig.shape)
+    return scores
+
+
+def test_close_stray_sites_moves_their_relus_to_open_sites(ctx) -> None:
+    """The cut to 100 ReLUs would keep 80 / 15 / 5 in sites 0 / 1 / 2. Sites holding less than
+    25 % of the budget close while their ReLUs are worth less than their rounds (weakest
+    first), their ReLUs go to site 0; nothing closes without round weights or with share 0;
+    a site closes only if the others can hold the budget."""
+    sites = gated_sites(baseline_candidate(ctx).model, "pixel")
+    scores = _ranked(sites, {0: 80, 1: 15, 2: 5})
+    eligible = {g.name: g.cand.clone() for g in sites}
+    names = [g.name for g in sites]
+
+    def closed(out, before=eligible):
+        return [n for n in names if not out[n].any() and before[n].any()]
+
+    big = [1e4] * len(sites)
+    assert closed(close_stray_sites(sites, scores, eligible, 100, big, stray_share=0.25)) \
+        == names[1:3]
+    # weights of 10 ReLUs: site 1 (15 kept) pays its rounds, site 2 (5 kept) does not
+    assert closed(close_stray_sites(sites, scores, eligible, 100, [10.0] * len(sites),
+                                    stray_share=0.25)) == names[2:3]
+    assert close_stray_sites(sites, scores, eligible, 100, [], stray_share=0.25) is eligible
+    assert closed(close_stray_sites(sites, scores, eligible, 100, big, stray_share=0.0)) == []
+    # only sites 1 and 2 eligible: closing site 2 would leave too few candidates for 100
+    two = {n: (e if n in names[1:3] else torch.zeros_like(e)) for n, e in eligible.items()}
+    cap = sum(int(two[n].sum()) for n in names[1:2])
+    assert closed(close_stray_sites(sites, scores, two, cap + 1, big, stray_share=0.9),
+                  two) == []
 
 
 def _capture_penalty(monkeypatch, tech, ctx):

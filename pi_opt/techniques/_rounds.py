@@ -23,7 +23,13 @@ penalties (normalised by ``N``) do; without ``objective: latency`` nothing chang
 
 At the cut to exactly ``budget`` ReLUs, only sites that still have a live entry are
 eligible (:func:`live_site_eligibility`), so a budget above the live count is not filled
-with stray ReLUs that each open a site's rounds.
+with stray ReLUs that each open a site's rounds. A snapshot taken on the way down (SNL's
+harvested budgets) or a search that ends with a few gates on in many sites still leaves
+*stray sites*: a handful of ReLUs that pay a whole site's rounds. :func:`close_stray_sites`
+closes, weakest first, every site that would hold less than ``stray_share`` of the budget
+while its ReLUs are worth less than its rounds (kept < ``round_weight_s``), as long as the
+other eligible entries can hold the budget; the freed ReLUs go to the next-best entries
+of the sites that stay open.
 """
 
 from __future__ import annotations
@@ -98,4 +104,61 @@ def live_site_eligibility(sites: list[GatedSite], eligible: dict[str, Tensor],
             for g, alive in zip(sites, live)}
 
 
-__all__ = ["live_site_eligibility", "round_penalty", "site_round_weights"]
+def _per_entry(g: GatedSite) -> int:
+    """Per-sample elements one kinds entry of ``g`` covers (``H*W`` for a channel map)."""
+    return int(g.site.full_kinds().numel() // g.orig.numel())
+
+
+def _kept_per_site(sites: list[GatedSite], scores: dict[str, Tensor],
+                   eligible: dict[str, Tensor], budget: int) -> list[int]:
+    """ReLUs per site (aligned with ``sites``) that the exact top-``budget`` cut over the
+    eligible entries would keep (the rule of :func:`~pi_opt.techniques._common.keep_top`)."""
+    flat, counts, owner = [], [], []
+    for i, g in enumerate(sites):
+        el = eligible[g.name].to(torch.bool).cpu().flatten()
+        per = _per_entry(g)
+        s = scores[g.name].detach().float().cpu().flatten()
+        flat.append(s[el])
+        counts.append(torch.full((int(el.sum()),), per, dtype=torch.long))
+        owner.append(torch.full((int(el.sum()),), i, dtype=torch.long))
+    if not flat:
+        return []
+    allscores, allcounts, allowner = torch.cat(flat), torch.cat(counts), torch.cat(owner)
+    order = torch.argsort(allscores, descending=True, stable=True)
+    keep = order[torch.cumsum(allcounts[order], 0) <= budget]
+    kept = torch.zeros(len(sites), dtype=torch.long)
+    kept.index_add_(0, allowner[keep], allcounts[keep])
+    return [int(k) for k in kept]
+
+
+def close_stray_sites(sites: list[GatedSite], scores: dict[str, Tensor],
+                      eligible: dict[str, Tensor], budget: int, round_weights: list[float],
+                      *, stray_share: float) -> dict[str, Tensor]:
+    """``eligible`` without the stray sites of the cut to ``budget`` ReLUs (module doc).
+
+    ``scores``/``eligible``: per site name, kinds-shaped (the cut's ranking and candidates);
+    ``round_weights``: per site in ReLU equivalents (:func:`site_round_weights`; empty =
+    objective not latency: ``eligible`` is returned unchanged, as with ``stray_share`` 0).
+    A site is stray when the cut would keep ``0 < k < stray_share * budget`` ReLUs in it and
+    ``k < round_weight``. Sites close one at a time, the one with the fewest kept first,
+    and only while the remaining eligible entries cover ``budget`` ReLUs.
+    """
+    if not round_weights or stray_share <= 0 or budget <= 0:
+        return eligible
+    out = dict(eligible)
+    while True:
+        kept = _kept_per_site(sites, scores, out, budget)
+        stray = [(k, i) for i, (k, w) in enumerate(zip(kept, round_weights))
+                 if 0 < k < stray_share * budget and k < w]
+        if not stray:
+            return out
+        _, i = min(stray)
+        g = sites[i]
+        others = sum(int(out[h.name].to(torch.bool).sum()) * _per_entry(h)
+                     for h in sites if h is not g)
+        if others < budget:
+            return out
+        out[g.name] = torch.zeros_like(out[g.name])
+
+
+__all__ = ["close_stray_sites", "live_site_eligibility", "round_penalty", "site_round_weights"]

@@ -24,7 +24,8 @@ Under ``objective: latency`` (``ctx.latency`` set) the loss adds the sites' roun
 (``_rounds``): ``lam * sum_s w_s g_s(m) / (N + sum_s w_s)`` through the straight-through
 gates (``w_s``: the rounds a site with any ReLU pays over a polynomial-only site, in
 ReLU equivalents on the job's link), and the projection keeps ReLUs only in sites with a
-gate still on. ``round_weight`` scales ``w_s`` (0: the hinge only).
+gate still on and closes stray sites (``stray_share``, ``_rounds.close_stray_sites``).
+``round_weight`` scales ``w_s`` (0: the hinge only).
 
 Scale (why the defaults behave the same at 2K and 500K ReLUs):
 
@@ -84,7 +85,12 @@ from pi_opt.techniques._masks import (
     state_snapshot,
     weights_group,
 )
-from pi_opt.techniques._rounds import live_site_eligibility, round_penalty, site_round_weights
+from pi_opt.techniques._rounds import (
+    close_stray_sites,
+    live_site_eligibility,
+    round_penalty,
+    site_round_weights,
+)
 from pi_opt.techniques.base import (
     Candidate,
     PlanInputs,
@@ -175,6 +181,9 @@ class AutoRePConfig(TechniqueConfig):
     warm_search_epochs: int = Field(8, ge=1)
     #: scale of the per-site round term under ``objective: latency`` (0: density hinge only)
     round_weight: float = Field(1.0, ge=0)
+    #: under ``objective: latency``, close sites that would hold < this share of the budget
+    #: while their ReLUs are worth less than their rounds (``_rounds.close_stray_sites``; 0: off)
+    stray_share: float = Field(0.25, ge=0, lt=1)
 
 
 # ---------------------------------------------------------------------------
@@ -373,6 +382,8 @@ class AutoReP(Technique):
         if info["round_weights"]:  # objective latency: never open a site the search dropped
             eligible = live_site_eligibility(sites, eligible, [
                 bool(((gt.m > 0.5) & (gt.weight > 0)).any()) for gt in gates])
+            eligible = close_stray_sites(sites, scores, eligible, budget, info["round_weights"],
+                                         stray_share=cfg.stray_share)
         kept = apply_selection(work, sites, scores, eligible, budget, drop_kind=Kind.POLY)
         poly_elems = 0
         for gt in gates:

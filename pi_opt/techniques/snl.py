@@ -16,8 +16,9 @@ POLY) keep their kind: they are never candidates and never resurrected.
 Under ``objective: latency`` (``ctx.latency`` set) the penalty is round-aware
 (``_rounds``): ``lambda * (sum cost_s |c| n + sum_s w_s g_s(c)) / (N + sum_s w_s)``,
 ``w_s`` the site's rounds on the job's link in ReLU equivalents, ``g_s`` the site's
-group norm; the cut keeps ReLUs only in sites the descent left live. ``round_weight``
-scales ``w_s`` (0: the ReLU-count penalty). Without ``ctx.latency`` nothing changes.
+group norm; the cut keeps ReLUs only in sites the descent left live and closes stray
+sites (``stray_share``, see ``_rounds.close_stray_sites``). ``round_weight`` scales
+``w_s`` (0: the ReLU-count penalty). Without ``ctx.latency`` nothing changes.
 
 Scale (why the defaults behave the same at 2K and 500K ReLUs):
 
@@ -86,7 +87,12 @@ from pi_opt.techniques._masks import (
     state_snapshot,
     weights_group,
 )
-from pi_opt.techniques._rounds import live_site_eligibility, round_penalty, site_round_weights
+from pi_opt.techniques._rounds import (
+    close_stray_sites,
+    live_site_eligibility,
+    round_penalty,
+    site_round_weights,
+)
 from pi_opt.techniques.base import (
     Candidate,
     PlanInputs,
@@ -141,6 +147,9 @@ class SNLConfig(TechniqueConfig):
     site_costs: dict[str, float] = Field(default_factory=dict)  # per-ReLU cost by site/stage
     #: scale of the per-site round term under ``objective: latency`` (0: ReLU penalty only)
     round_weight: float = Field(1.0, ge=0)
+    #: under ``objective: latency``, close sites that would hold < this share of the budget
+    #: while their ReLUs are worth less than their rounds (``_rounds.close_stray_sites``; 0: off)
+    stray_share: float = Field(0.25, ge=0, lt=1)
 
 
 @dataclass
@@ -263,6 +272,8 @@ class SNL(Technique):
                 eligible = live_site_eligibility(sites, eligible, [
                     bool(((c > cfg.threshold) & (g.weight.to(c.device) > 0)).any())
                     for g, c in zip(sites, use.coeffs)])
+                eligible = close_stray_sites(sites, scores, eligible, b, info["round_weights"],
+                                             stray_share=cfg.stray_share)
             kept = apply_selection(model, sites, scores, eligible, b, drop_kind=Kind.IDENTITY)
             cand = Candidate(model=model, spec=start.spec.model_copy(deep=True),
                              history=copy.deepcopy(start.history))
