@@ -174,6 +174,11 @@ def test_plateau_rule_and_the_search_default() -> None:
     assert SearchConfig().finetune.patience == FINETUNE_PATIENCE
     assert _cfg(finetune={"epochs": 2, "patience": None}).finetune.patience is None
     assert SearchConfig().baseline.patience is None  # the baseline trains every epoch
+    # scale-aware: a quarter of the fine-tune's epochs, at least 2 (the papers' 100 -> 25)
+    assert _cfg(finetune={"epochs": 100}).finetune.patience == 25
+    assert _cfg(finetune={"epochs": 8}).finetune.patience == FINETUNE_PATIENCE
+    assert _cfg(finetune={"epochs": 9}).finetune.patience == 3
+    assert _cfg(finetune={"epochs": 100, "patience": 4}).finetune.patience == 4
 
 
 def test_a_plateau_ends_the_autorep_search_and_the_finetune(tmp_path) -> None:

@@ -32,15 +32,25 @@ class ChainSpec(BaseModel):
         return "+".join(self.chain)
 
 
-#: ``finetune.patience`` of a search unless the job sets it (``null`` turns it off).
+#: ``finetune.patience`` of a search unless the job sets it (``null`` turns it off): a quarter
+#: of the fine-tune's epochs, at least ``FINETUNE_PATIENCE`` (2 on the 1-8 epoch fine-tunes of
+#: the digits/shapes configs, where it was measured; 25 on the papers' 100-epoch fine-tunes, so
+#: a CIFAR fine-tune is not stopped inside its noisy high-learning-rate phase).
 FINETUNE_PATIENCE = 2
+FINETUNE_PATIENCE_FRACTION = 0.25
+
+
+def default_finetune_patience(epochs: int) -> int:
+    """Plateau patience (epochs) of a search's fine-tunes of ``epochs`` epochs."""
+    return max(FINETUNE_PATIENCE, math.ceil(FINETUNE_PATIENCE_FRACTION * epochs))
 
 
 class SearchConfig(BaseModel):
     """An optimization job.
 
-    finetune: every trial's training settings. ``finetune.patience`` (default 2,
-        ``FINETUNE_PATIENCE``, in a search; ``null`` = off) and ``finetune.min_delta`` stop a
+    finetune: every trial's training settings. ``finetune.patience`` (default in a search:
+        a quarter of ``finetune.epochs``, at least 2, :func:`default_finetune_patience`;
+        ``null`` = off) and ``finetune.min_delta`` stop a
         training at the trial's budget on a validation plateau (``TrainConfig``): every KD
         fine-tune / training of a candidate, and an AutoReP mask search once its gates meet
         the budget; the best epoch is kept. Counted in the compute block like any epoch.
@@ -87,7 +97,7 @@ class SearchConfig(BaseModel):
     weights: str | None = None
     baseline: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=30, lr=0.05))
     finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        epochs=8, lr=0.01, patience=FINETUNE_PATIENCE))
+        epochs=8, lr=0.01, patience=default_finetune_patience(8)))
     techniques: list[ChainSpec] = Field(
         default_factory=lambda: [ChainSpec(chain=[t]) for t in ("snl", "autorep", "deepreduce",
                                                                   "deepreshape")])
@@ -128,7 +138,11 @@ class SearchConfig(BaseModel):
     @classmethod
     def _finetune_patience(cls, v: Any) -> Any:
         if isinstance(v, dict) and "patience" not in v:
-            return {**v, "patience": FINETUNE_PATIENCE}
+            epochs = v.get("epochs", TrainConfig.model_fields["epochs"].default)
+            if (isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
+                    and 0 <= epochs < 2**31):
+                return {**v, "patience": default_finetune_patience(int(epochs))}
+            return {**v, "patience": FINETUNE_PATIENCE}  # bad epochs: TrainConfig says why
         return v
 
     @field_validator("network", mode="before")
