@@ -55,11 +55,14 @@ def _profile_row(prof: ModelProfile) -> dict[str, Any]:
 
 
 # ---- digits searches (accuracy: nice 19) ------------------------------------------------
-def search_config(config: str, objective: str) -> Any:
-    """The bench config with SNL + AutoReP, grid only, on ``objective`` (latency: WAN)."""
+def search_config(config: str, objective: str, seed: int | None = None) -> Any:
+    """The bench config with SNL + AutoReP, grid only, on ``objective`` (latency: WAN);
+    ``seed`` replaces the config's search/training seed (the data split stays the config's)."""
     from pi_opt.search import SearchConfig
 
     raw = yaml.safe_load(Path(config).read_text())
+    if seed is not None:
+        raw["seed"] = seed
     raw.update(techniques=CHAINS, objective=objective, measure_mpc="none",
                title=f"digits: {objective} objective" + (" on WAN" if objective == "latency"
                                                           else ""))
@@ -71,7 +74,7 @@ def search_config(config: str, objective: str) -> Any:
 def cmd_search(args: argparse.Namespace) -> None:
     from pi_opt.search import SearchSession
 
-    cfg = search_config(args.config, args.objective)
+    cfg = search_config(args.config, args.objective, args.seed)
     out = Path(args.out)
     t0 = time.time()
     session = SearchSession.open(cfg, workdir=out)
@@ -242,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("search")
     s.add_argument("--objective", choices=["relus", "latency"], required=True)
     s.add_argument("--config", default="configs/digits_bench.yaml")
+    s.add_argument("--seed", type=int, default=None, help="search/training seed (default: "
+                   "the config's); the data split stays the config's")
     s.add_argument("--out", required=True)
     r = sub.add_parser("resnet18")
     r.add_argument("--out", default="bench/out/latobj/r18")
