@@ -421,15 +421,15 @@ _COMMITTED: dict[str, Any] = {
     "source": "bench/mpc_fit_latency.py (crypten 0.4.1, TFP, private weights, CPU loopback, "
               "1 thread/party)",
     "per_relu_s": 0.0,
-    "per_circa_s": {4: 9.279297578222494e-08, 8: 4.792072614746737e-08,
-                    16: 1.1912007178486078e-08, 32: 0.0,
-                    64: 0.0},
-    "per_mult_s": 0.0,
-    "per_mac_s": 1.2909899931101439e-08,
-    "per_byte_s": 1.1827422593750455e-08,
-    "per_round_s": 0.006924843266492994,
-    "per_fused_round_s": 0.0066328022209835346,
-    "per_inference_s": 0.0917482695376758,
+    "per_circa_s": {4: 8.275029566818358e-08, 8: 1.004540771854709e-07,
+                    16: 0.0, 32: 0.0,
+                    64: 2.1880982587534864e-07},
+    "per_mult_s": 2.270661731792099e-08,
+    "per_mac_s": 1.274336770000175e-08,
+    "per_byte_s": 1.1696733851582674e-08,
+    "per_round_s": 0.004382181485935928,
+    "per_fused_round_s": 0.003523836525726431,
+    "per_inference_s": 0.004463313328095465,
 }
 
 
