@@ -21,6 +21,16 @@ from pi_opt.training import TrainConfig, TrainHooks, evaluate, fit
 Split = TensorDataset | StreamingImages
 
 
+def top_within(scores: Tensor, counts: Tensor, budget: int) -> Tensor:
+    """The exact top-``budget`` rule of every cut: bool mask (shape of ``scores``, 1-d) of the
+    highest ``scores`` taken in order (ties in index order) while their ``counts`` (elements
+    each entry covers, same shape) sum to at most ``budget``."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep[order[torch.cumsum(counts[order], 0) <= budget]] = True
+    return keep
+
+
 def keep_top(
     model: nn.Module,
     scores: dict[str, Tensor],
@@ -57,12 +67,7 @@ def keep_top(
     if not owners:
         return 0
     allscores = torch.cat(flat_scores)
-    allw = torch.cat(weights)
-    order = torch.argsort(allscores, descending=True, stable=True)
-    cum = torch.cumsum(allw[order], 0)
-    keep_sorted = cum <= remaining
-    keep = torch.zeros_like(allscores, dtype=torch.bool)
-    keep[order[keep_sorted]] = True
+    keep = top_within(allscores, torch.cat(weights), remaining)
     off = 0
     kept = 0
     for name, s in zip(owners, flat_scores):

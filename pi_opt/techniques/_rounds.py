@@ -39,6 +39,7 @@ from torch import Tensor
 
 from pi_opt.activations import Kind
 from pi_opt.costmodel import CostCounts, relu_cost, square_cost
+from pi_opt.techniques._common import top_within
 from pi_opt.techniques._masks import GatedSite
 from pi_opt.techniques.base import TechniqueContext
 
@@ -112,7 +113,8 @@ def _per_entry(g: GatedSite) -> int:
 def _kept_per_site(sites: list[GatedSite], scores: dict[str, Tensor],
                    eligible: dict[str, Tensor], budget: int) -> list[int]:
     """ReLUs per site (aligned with ``sites``) that the exact top-``budget`` cut over the
-    eligible entries would keep (the rule of :func:`~pi_opt.techniques._common.keep_top`)."""
+    eligible entries would keep (:func:`~pi_opt.techniques._common.top_within`, the rule of
+    ``keep_top``)."""
     flat, counts, owner = [], [], []
     for i, g in enumerate(sites):
         el = eligible[g.name].to(torch.bool).cpu().flatten()
@@ -123,9 +125,8 @@ def _kept_per_site(sites: list[GatedSite], scores: dict[str, Tensor],
         owner.append(torch.full((int(el.sum()),), i, dtype=torch.long))
     if not flat:
         return []
-    allscores, allcounts, allowner = torch.cat(flat), torch.cat(counts), torch.cat(owner)
-    order = torch.argsort(allscores, descending=True, stable=True)
-    keep = order[torch.cumsum(allcounts[order], 0) <= budget]
+    allcounts, allowner = torch.cat(counts), torch.cat(owner)
+    keep = top_within(torch.cat(flat), allcounts, budget)
     kept = torch.zeros(len(sites), dtype=torch.long)
     kept.index_add_(0, allowner[keep], allcounts[keep])
     return [int(k) for k in kept]
