@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pi_opt.costmodel import RELU_ROUNDS, default_cost_model
+from pi_opt.errors import ConfigError
 from pi_opt.network import PROFILES
 from pi_opt.profile import profile_model
 from pi_opt.techniques import _masks as masks_mod
@@ -87,6 +88,13 @@ def test_close_stray_sites_moves_their_relus_to_open_sites(ctx) -> None:
     cap = sum(int(two[n].sum()) for n in names[1:2])
     assert closed(close_stray_sites(sites, scores, two, cap + 1, big, stray_share=0.9),
                   two) == []
+
+
+@pytest.mark.parametrize("tech", [SNL, AutoReP], ids=["snl", "autorep"])
+@pytest.mark.parametrize("share", [-0.1, 1.0, 2.0])
+def test_stray_share_out_of_range_is_a_config_error(tech, share) -> None:
+    with pytest.raises(ConfigError, match="stray_share"):
+        tech(stray_share=share)
 
 
 def _capture_penalty(monkeypatch, tech, ctx):

@@ -179,6 +179,8 @@ def test_plateau_rule_and_the_search_default() -> None:
     assert _cfg(finetune={"epochs": 8}).finetune.patience == FINETUNE_PATIENCE
     assert _cfg(finetune={"epochs": 9}).finetune.patience == 3
     assert _cfg(finetune={"epochs": 100, "patience": 4}).finetune.patience == 4
+    with pytest.raises(ValueError, match="finetune.epochs"):  # still TrainConfig's error
+        _cfg(finetune={"epochs": "many"})
 
 
 def test_a_plateau_ends_the_autorep_search_and_the_finetune(tmp_path) -> None:
