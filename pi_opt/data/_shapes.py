@@ -13,14 +13,28 @@ Nuisance factors, all independent of the label (that is what makes the task non-
 * position: centre uniform so that the object stays inside the image; radius
   ``S * [0.15, 0.24]``;
 * **contrast polarity**: background colour uniform in ``[0.2, 0.8]^3``; the object colour is
-  background ``+ s * d`` with a random sign ``s`` (per image) and magnitude ``d`` in
-  ``[0.25, 0.55]`` (small per-channel jitter). Class-conditional pixel means are therefore
-  equal up to sampling noise: a linear model on the pixels sees (almost) nothing, and any
-  detector must combine evidence non-linearly (|edge|, texture energy, shape parts);
+  background ``+ s * m * (1 + j)`` with a random sign ``s`` (per image), a magnitude ``m``
+  uniform in ``[0.25, 0.55]`` and a per-channel jitter ``j`` uniform in ``[-0.25, 0.25]``.
+  Class-conditional pixel means are therefore equal up to sampling noise: a linear model on
+  the pixels sees (almost) nothing, and any detector must combine evidence non-linearly
+  (|edge|, texture energy, shape parts);
 * background: a random linear colour gradient;
 * clutter: ``3 .. 6`` small distractor squares (side ``S * [0.06, 0.12]``) of random colour
   drawn below the object, and one thin random line segment drawn over everything;
-* pixel noise: gaussian, std ``0.06``, then clipped to [0, 1] and quantised to uint8.
+* pixel noise: gaussian, std ``NOISE_STD`` (0.03);
+* **exposure gain** (version 2): last, the whole image's deviation from mid-grey is scaled by
+  a per-image gain ``g`` log-uniform over ``GAIN_RANGE`` (0.25 .. 1, a 4x dynamic range):
+  ``x = 0.5 + g * (x - 0.5)``, then clipped to [0, 1] and quantised to uint8. The noise is
+  added before the gain, so every image has the same signal-to-noise ratio (the darkest
+  contrast, 0.25 * 0.25, still spans ~16 grey levels against ~2 of noise).
+
+Why the gain: random polarity alone is undone by squaring an edge or texture response, so
+in version 1 (no gain, noise 0.06) a network whose every ReLU is a degree-2 polynomial kept
+87.5 % test against 96.5 % for the all-ReLU one. A ReLU network is positively homogeneous
+up to its biases (``relu(g z) = g relu(z)``), so one set of detectors serves every exposure.
+A degree-2 polynomial ``a z^2 + b z + c`` mixes ``g^2`` and ``g`` terms, and ``L`` stacked
+layers scale by up to ``g^(2^L)``: no fixed polynomial network serves both ends of the range
+(measured numbers: BENCHMARKS.md, "Generated `shapes` set").
 
 Determinism: split ``p`` (train / val / test) is generated in chunks of ``CHUNK`` samples;
 chunk ``i`` draws from ``SeedSequence([seed, GENERATOR_VERSION, p, i])``. The same
@@ -39,7 +53,7 @@ import numpy as np
 from pi_opt.data._raw import RawData
 
 #: Bumped whenever the generative rules change (part of the data fingerprint).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Samples generated per random stream (bounds memory: ~[CHUNK, 3, S, S] float32).
 CHUNK = 1024
 SHAPE_NAMES = ("disk", "square", "triangle", "plus", "ring")
@@ -50,7 +64,9 @@ CLASS_NAMES = [f"{t}_{s}" for t in TEXTURE_NAMES for s in SHAPE_NAMES]
 MIN_SIDE = 16
 MAX_SIDE = 128
 DEFAULT_SIDE = 32
-NOISE_STD = 0.06
+NOISE_STD = 0.03
+#: Per-image exposure gain (log-uniform) applied around mid-grey after the noise.
+GAIN_RANGE = (0.25, 1.0)
 #: Half-extent of each shape in units of its radius (keeps the object inside the image).
 _EXTENT = np.array([1.0, 0.9, 1.56, 1.1, 1.1])
 _SPLIT_TAGS = {"train": 0, "val": 1, "test": 2}
@@ -119,6 +135,16 @@ def _line(rng: np.random.Generator, img: np.ndarray, grid: np.ndarray) -> None:
     _paint(img, alpha, rng.uniform(0.0, 1.0, (n, 3)))
 
 
+def _exposure(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """``0.5 + g * (img - 0.5)`` with one gain ``g`` per image, log-uniform over ``GAIN_RANGE``.
+
+    ``img`` float ``[N, 3, S, S]`` (values about [0, 1]); returns the same shape.
+    """
+    low, high = np.log(GAIN_RANGE)
+    gain = np.exp(rng.uniform(low, high, len(img)))[:, None, None, None]
+    return 0.5 + gain * (img - 0.5)
+
+
 def _chunk(seed: int, split: int, index: int, n: int, side: int) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` samples of one chunk: uint8 ``[n, 3, S, S]`` and int64 labels ``[n]``."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, GENERATOR_VERSION, split, index]))
@@ -137,7 +163,7 @@ def _chunk(seed: int, split: int, index: int, n: int, side: int) -> tuple[np.nda
     alpha = np.clip(0.5 - _signed_distance(shape, dx, dy, r[:, None, None]), 0.0, 1.0)
 
     polarity = rng.choice([-1.0, 1.0], n)[:, None]
-    delta = polarity * (rng.uniform(0.25, 0.55, (n, 1)) + rng.uniform(-0.08, 0.08, (n, 3)))
+    delta = polarity * rng.uniform(0.25, 0.55, (n, 1)) * (1.0 + rng.uniform(-0.25, 0.25, (n, 3)))
     color = np.clip(bg + delta, 0.0, 1.0)
     period = rng.uniform(0.09, 0.13, n)[:, None, None] * side
     angle = rng.uniform(0.0, np.pi, n)[:, None, None]
@@ -150,7 +176,7 @@ def _chunk(seed: int, split: int, index: int, n: int, side: int) -> tuple[np.nda
     _line(rng, img, grid)
 
     img += NOISE_STD * rng.standard_normal(img.shape)
-    x = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    x = np.clip(np.rint(_exposure(rng, img) * 255.0), 0, 255).astype(np.uint8)
     return x, y
 
 
