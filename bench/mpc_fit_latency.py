@@ -30,7 +30,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mpc.latency_model import CostSample, fit, plan_counts, samples_from_ops  # noqa: E402
+from mpc.latency_model import (  # noqa: E402
+    CostSample,
+    LinkSample,
+    fit,
+    fit_hidden,
+    plan_counts,
+    samples_from_ops,
+)
 from mpc.lowering import lower  # noqa: E402
 from mpc.results import MpcReport  # noqa: E402
 from mpc_common import machine  # noqa: E402
@@ -38,6 +45,7 @@ from mpc_relu_scaling import make_variant  # noqa: E402
 from pi_opt.activations import Kind  # noqa: E402
 from pi_opt.artifacts import ModelSpec  # noqa: E402
 from pi_opt.costmodel import CostCounts, LatencyModel, counts_from_profile  # noqa: E402
+from pi_opt.network import resolve_network  # noqa: E402
 from pi_opt.profile import profile_model  # noqa: E402
 
 #: One measured whole inference: (source, label, variant, batch, plan counts,
@@ -139,8 +147,37 @@ def coefficient_table(lm: LatencyModel) -> str:
     out += [f"| per square (poly) | {lm.per_mult_s:.3e} |", f"| per MAC | {lm.per_mac_s:.3e} |",
             f"| per byte sent | {lm.per_byte_s:.3e} |", f"| per round | {lm.per_round_s:.3e} |",
             f"| per fused round (mixed sites) | {lm.per_fused_round_s:.3e} |",
-            f"| per inference | {lm.per_inference_s:.3e} |"]
+            f"| per inference | {lm.per_inference_s:.3e} |",
+            f"| link delay hidden per round (emulated links) | {lm.hidden_per_round_s:.3e} |"]
     return "\n".join(out)
+
+
+def link_samples(path: Path) -> list[LinkSample]:
+    """Emulated-link samples of a ``bench/latency_emulated.py`` result: every
+    non-loopback row with the same model's loopback row of that run."""
+    rows = json.loads(path.read_text())["rows"]
+    loop = {r["arch"]: r["measured_s"] for r in rows if r["network"] == "loopback"}
+    return [LinkSample(loopback_s=loop[r["arch"]], emulated_s=r["measured_s"],
+                       traffic=[tuple(g) for g in r["traffic"]],
+                       network=resolve_network(r["network"]))
+            for r in rows if r["network"] != "loopback"]
+
+
+def with_overlap(lm: LatencyModel, paths: list[str]) -> LatencyModel:
+    """``lm`` with ``hidden_per_round_s`` fitted on the emulated-link runs in ``paths``
+    (unchanged when there are none); prints the per-run errors before and after."""
+    samples = [s for p in paths if Path(p).is_file() for s in link_samples(Path(p))]
+    if not samples:
+        return lm
+    hidden = fit_hidden(samples)
+    print(f"\nOverlap per round fitted on {len(samples)} emulated-link runs: "
+          f"{hidden * 1e3:.3f} ms")
+    for smp in samples:
+        print(f"  {smp.network.label():>22}: loopback + link {smp.error(0.0):+.1%} "
+              f"(additive) -> {smp.error(hidden):+.1%} (with overlap)")
+    return lm.model_copy(update={"hidden_per_round_s": hidden, "meta": {
+        **lm.meta, "sources": [*lm.meta.get("sources", []), *paths],
+        "hidden_samples": len(samples)}})
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -154,6 +191,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default="configs/latency/crypten_cpu.json")
     ap.add_argument("--package-copy", default="pi_opt/costmodels/crypten_cpu.json",
                     help="also write the fit here (shipped with pi_opt); '' to skip")
+    ap.add_argument("--links", nargs="*", default=["bench/results/latency_links_fit.json"],
+                    help="bench/latency_emulated.py --set fit results: the link overlap per "
+                         "round is fitted on them (missing files are skipped)")
     ap.add_argument("--max-n", type=float, default=1e5,
                     help="largest per-element run used (networks have <= 1e5 per layer)")
     return ap.parse_args(argv)
@@ -172,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "time only: rounds and bytes are counted from the protocol "
                 "(pi_opt.costmodel); Circa keyed by l (bits kept)",
     })
+    lm = with_overlap(lm, args.links)
     lm.save(args.out)
     if args.package_copy:
         lm.save(args.package_copy)

@@ -78,23 +78,29 @@ class MpcConfig(BaseModel):
         return self.network.rtt_ms, self.network.bandwidth_mbps
 
 
-def link_estimates(config: MpcConfig, *, latency_s: float, rounds: int, bytes_sent: float
+def link_estimates(config: MpcConfig, *, latency_s: float, rounds: int, bytes_sent: float,
+                   traffic: list[tuple[float, float]] | None = None, hidden_s: float = 0.0
                    ) -> dict[str, float]:
     """Latency of a measured inference on loopback, LAN, WAN and the configured link.
 
     ``latency_s`` is what was measured: on loopback, or on the emulated link when
-    ``config.emulate_network`` (then the link's share, ``rounds * RTT + bytes /
-    bandwidth``, is taken out first). Keys: ``loopback``, ``lan``, ``wan``, ``configured``
-    (the configured link; absent without one).
+    ``config.emulate_network`` (then the link's share is taken out first). A link adds,
+    per ``(rounds, bytes)`` group of ``traffic`` (default: one group of ``rounds`` /
+    ``bytes_sent``), ``rounds * max(0, RTT + bytes / rounds / bandwidth - hidden_s)``
+    (:meth:`pi_opt.network.NetworkProfile.traffic_s`; ``hidden_s``: the cost model's
+    fitted overlap per round). Keys: ``loopback``, ``lan``, ``wan``, ``configured`` (the
+    configured link; absent without one).
     """
+    groups = traffic or [(float(rounds), float(bytes_sent))]
+
+    def link_s(net: NetworkProfile) -> float:
+        return net.traffic_s(groups, hidden_s=hidden_s)
+
     loopback = latency_s
     if config.emulate_network and config.network is not None:
-        loopback = max(0.0, latency_s - config.network.network_s(rounds=rounds,
-                                                                  bytes_sent=bytes_sent))
-    out = {name: PROFILES[name].seconds(loopback_s=loopback, rounds=rounds,
-                                        bytes_sent=bytes_sent)
-           for name in ("loopback", "lan", "wan")}
+        loopback = max(0.0, latency_s - link_s(config.network))
+    out = {name: loopback + link_s(PROFILES[name]) for name in ("loopback", "lan", "wan")}
     if config.network is not None:
-        out["configured"] = (latency_s if config.emulate_network else config.network.seconds(
-            loopback_s=loopback, rounds=rounds, bytes_sent=bytes_sent))
+        out["configured"] = (latency_s if config.emulate_network
+                             else loopback + link_s(config.network))
     return out

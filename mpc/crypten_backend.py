@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mpc.config import MpcConfig, link_estimates
+from mpc.config import MpcConfig
+from mpc.latency_model import plan_link_estimates
 from mpc.launcher import run_parties
 from mpc.lowering import Plan, lower
 from mpc.party import Job, ModelJob, backend_name, party_main, resolve_device
@@ -173,7 +174,8 @@ class CryptenBackend:
             enc = cres["logits"].double()
             agreement = float((enc.argmax(1) == ref.argmax(1)).double().mean())
             max_err = float((enc - ref).abs().max())
-        est = link_estimates(cfg, latency_s=lat, rounds=rounds, bytes_sent=bytes_sent)
+        est = plan_link_estimates(cfg, plan, latency_s=lat, rounds=rounds,
+                                  bytes_sent=bytes_sent, batch_size=cfg.batch_size)
         m = MpcMeasurement(
             backend=backend, provider=cfg.provider, device=device, batch_size=cfg.batch_size,
             latency_s=lat, latency_linear_s=lin_s, latency_nonlinear_s=non_s,

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mpc.config import MpcConfig, link_estimates
+from mpc.config import MpcConfig
 from mpc.party import Job, ModelJob, backend_name, party_main, resolve_device
+from mpc.latency_model import plan_link_estimates
 from mpc.launcher import run_parties
 from mpc.lowering import lower
 from mpc.results import DemoResult
@@ -83,7 +84,7 @@ def run_demo(artifact_dir: str | Path, image: Tensor, *,
     latency = statistics.median(res["latencies"])
     rounds = int(res["rounds"][-1])
     sent = int(res["crypten_bytes"][-1]) // 2
-    est = link_estimates(cfg, latency_s=latency, rounds=rounds, bytes_sent=sent)
+    est = plan_link_estimates(cfg, plan, latency_s=latency, rounds=rounds, bytes_sent=sent)
     names = spec.class_names
     return DemoResult(
         prediction=pred, class_name=names[pred] if names and pred < len(names) else None,

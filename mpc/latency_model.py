@@ -5,8 +5,9 @@ The model itself - :class:`~pi_opt.costmodel.LatencyModel`,
 :func:`~pi_opt.costmodel.estimate_rounds` - lives in :mod:`pi_opt.costmodel` (the one
 evaluator; pi_opt's search uses it). This module holds what needs measurements or lowered
 plans: :class:`CostSample`, :func:`fit` (time coefficients only), :func:`samples_from_ops`
-(op-level samples from :class:`mpc.results.OpRecord` s, ``inferences = 0``), and
-:func:`plan_counts` / :func:`plan_rounds`, which describe a lowered plan as sites +
+(op-level samples from :class:`mpc.results.OpRecord` s, ``inferences = 0``),
+:func:`fit_hidden` (the link overlap per round, from :class:`LinkSample` s of runs on
+emulated links), :func:`plan_link_estimates`, and :func:`plan_counts` / :func:`plan_rounds`, which describe a lowered plan as sites +
 layers and count it with the same evaluator as profiles
 (:func:`pi_opt.costmodel.structure_counts`). The model's names are re-exported here.
 
@@ -20,19 +21,23 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from pi_opt.circa_faults import circa_rounds
+from mpc.config import MpcConfig, link_estimates
 from pi_opt.costmodel import (
     RELU_ROUNDS,
     CostCounts,
     LatencyModel,
     WeightsMode,
     counts_from_profile,
+    default_cost_model,
     estimate_rounds,
     fused_rounds,
     structure_counts,
 )
 from pi_opt.layers import LayerProfile
+from pi_opt.network import NetworkProfile
 from pi_opt.profile import SiteProfile
 
 if TYPE_CHECKING:
@@ -100,6 +105,18 @@ def plan_rounds(plan: Plan, *, weights: WeightsMode = "private") -> int:
     return int(plan_counts(plan, weights=weights).rounds)
 
 
+def plan_link_estimates(config: MpcConfig, plan: Plan, *, latency_s: float, rounds: int,
+                        bytes_sent: float, batch_size: int = 1) -> dict[str, float]:
+    """:func:`mpc.config.link_estimates` of a measured run of ``plan``: the plan's
+    per-layer traffic (when its counted rounds and bytes equal the measured ones, as
+    they do on every supported op) and the committed fit's overlap per round."""
+    c = plan_counts(plan, batch_size=batch_size, weights=config.weights)
+    exact = int(c.rounds) == rounds and abs(c.bytes - bytes_sent) <= 1e-6 * max(bytes_sent, 1)
+    return link_estimates(config, latency_s=latency_s, rounds=rounds, bytes_sent=bytes_sent,
+                          traffic=c.traffic if exact else None,
+                          hidden_s=default_cost_model().hidden_per_round_s)
+
+
 def _columns(samples: Sequence[CostCounts]) -> tuple[list[str], np.ndarray]:
     ls = sorted({l for s in samples for l in s.circa})
     names = (["relu", "mult", "mac", "byte", "round", "fused_round", "inference"]
@@ -158,6 +175,44 @@ def fit(samples: Iterable[CostSample], *, relative: bool = True, source: str = "
     )
 
 
+class LinkSample(BaseModel):
+    """One model measured on loopback and on an emulated link: ``loopback_s`` and
+    ``emulated_s`` seconds per batch, its ``traffic`` (``(rounds, bytes)`` groups,
+    :attr:`~pi_opt.costmodel.CostCounts.traffic`) and the emulated ``network``."""
+
+    model_config = ConfigDict(extra="forbid")
+    loopback_s: float = Field(gt=0.0)
+    emulated_s: float = Field(gt=0.0)
+    traffic: list[tuple[float, float]]
+    network: NetworkProfile
+
+    def error(self, hidden_s: float) -> float:
+        """Relative error of ``loopback_s`` + the link term with ``hidden_s`` per round."""
+        link = self.network.traffic_s(self.traffic, hidden_s=hidden_s)
+        return (self.loopback_s + link) / self.emulated_s - 1.0
+
+
+def fit_hidden(samples: Sequence[LinkSample], *, steps: int = 200) -> float:
+    """Overlap per round (seconds, >= 0) minimizing the squared relative errors of
+    ``loopback + link`` against the emulated measurements: a grid over [0, largest RTT],
+    refined once around the best point (the link term is piecewise linear in it).
+
+    Raises ValueError without samples.
+    """
+    if not samples:
+        raise ValueError("fit_hidden() needs at least one emulated-link sample")
+
+    def loss(h: float) -> float:
+        return sum(s.error(h) ** 2 for s in samples)
+
+    hi = max(s.network.rtt_ms for s in samples) * 1e-3
+    grid = np.linspace(0.0, hi, steps + 1)
+    best = float(grid[int(np.argmin([loss(h) for h in grid]))])
+    width = hi / steps
+    fine = np.linspace(max(0.0, best - width), best + width, steps + 1)
+    return float(fine[int(np.argmin([loss(h) for h in fine]))])
+
+
 def samples_from_ops(records: Iterable[Any]) -> list[CostSample]:
     """Op-level samples from :class:`mpc.results.OpRecord` s (``inferences = 0``)."""
     out = []
@@ -174,7 +229,7 @@ def samples_from_ops(records: Iterable[Any]) -> list[CostSample]:
 
 
 __all__ = [
-    "RELU_ROUNDS", "CostCounts", "CostSample", "LatencyModel", "circa_rounds",
-    "counts_from_profile", "estimate_rounds", "fit", "plan_counts", "plan_layers", "plan_rounds",
-    "plan_sites", "samples_from_ops",
+    "RELU_ROUNDS", "CostCounts", "CostSample", "LatencyModel", "LinkSample", "circa_rounds",
+    "counts_from_profile", "estimate_rounds", "fit", "fit_hidden", "plan_counts", "plan_layers",
+    "plan_link_estimates", "plan_rounds", "plan_sites", "samples_from_ops",
 ]

@@ -30,7 +30,12 @@ With public weights linear layers are local (0 rounds, 0 bytes).
 ``fused_rounds``: rounds of a mixed site's shorter sub-protocols, run inside the longest
 one's rounds - no message exchange of their own, but their local work per round remains.
 
-and on a link (:mod:`pi_opt.network`): ``+ rounds * RTT + bytes / bandwidth``.
+and on a link (:mod:`pi_opt.network`), layer by layer, ``+ rounds * max(0, RTT + bytes /
+rounds / bandwidth - hidden_per_round_s)``: the one network-side coefficient,
+``hidden_per_round_s``, is the delay per round that overlaps the peer's compute, fitted
+on emulated links (``bench/latency_emulated.py --set fit``, then
+``bench/mpc_fit_latency.py --links``); 0 gives the additive ``rounds * RTT + bytes /
+bandwidth``.
 
 pi_opt only evaluates the model (never imports ``mpc`` or crypten): the search ranks
 candidates with :meth:`LatencyModel.predict` (``objective: cost``) or
@@ -196,7 +201,10 @@ def layer_cost(layer: LayerProfile, batch_size: int = 1, *,
 
 class CostCounts(BaseModel):
     """Cost drivers of one batch. Circa counts are keyed by ``l``; ``bytes``: sent per
-    party; ``linear_rounds``: rounds of conv/linear/BN layers (the linear floor)."""
+    party; ``linear_rounds``: rounds of conv/linear/BN layers (the linear floor);
+    ``traffic``: ``(rounds, bytes)`` of each communicating layer / site / the reveal
+    (summing to ``rounds`` and ``bytes``), how a link sees the messages - empty means
+    one group of ``rounds`` rounds sharing ``bytes`` evenly."""
 
     model_config = ConfigDict(extra="forbid")
     relus: float = 0.0
@@ -209,10 +217,17 @@ class CostCounts(BaseModel):
     linear_rounds: float = 0.0
     linear_bytes: float = 0.0
     fused_rounds: float = 0.0
+    traffic: list[tuple[float, float]] = Field(default_factory=list)
+
+    def traffic_groups(self) -> list[tuple[float, float]]:
+        """``traffic``, or the whole batch as one ``(rounds, bytes)`` group."""
+        return self.traffic or [(self.rounds, self.bytes)]
 
 
 class LatencyModel(BaseModel):
-    """Fitted time coefficients (seconds per unit of each driver, loopback)."""
+    """Fitted time coefficients (seconds per unit of each driver, loopback), and
+    ``hidden_per_round_s``: seconds of a link's delay per round that overlap the parties'
+    compute (fitted on emulated links; 0 = none, the additive network rule)."""
 
     model_config = ConfigDict(extra="forbid")
     source: str = "unfitted"
@@ -224,6 +239,7 @@ class LatencyModel(BaseModel):
     per_round_s: float = 0.0
     per_fused_round_s: float = 0.0
     per_inference_s: float = 0.0
+    hidden_per_round_s: float = Field(0.0, ge=0.0)
     meta: dict[str, Any] = Field(default_factory=dict)
 
     # ---- prediction ----------------------------------------------------------------
@@ -256,10 +272,14 @@ class LatencyModel(BaseModel):
         """Bytes sent per party per batch (counted from the protocol, not fitted)."""
         return counts_from_profile(profile, batch_size=batch_size, weights=weights).bytes
 
+    def link_s(self, counts: CostCounts, network: NetworkProfile) -> float:
+        """Seconds ``network`` adds to a batch: per traffic group, ``rounds * max(0, RTT +
+        bytes / rounds / bandwidth - hidden_per_round_s)`` (:mod:`pi_opt.network`)."""
+        return network.traffic_s(counts.traffic_groups(), hidden_s=self.hidden_per_round_s)
+
     def predict_network(self, counts: CostCounts, network: NetworkProfile) -> float:
-        """Seconds per batch on ``network``: loopback time + rounds * RTT + bytes / bandwidth."""
-        return network.seconds(loopback_s=self.predict_counts(counts), rounds=counts.rounds,
-                               bytes_sent=counts.bytes)
+        """Seconds per batch on ``network``: loopback time + :meth:`link_s`."""
+        return self.predict_counts(counts) + self.link_s(counts, network)
 
     def predict_latency(self, profile: ModelProfile, network: NetworkProfile, *,
                         batch_size: int = 1, weights: WeightsMode = "private") -> float:
@@ -299,12 +319,14 @@ def structure_counts(sites: Iterable[SiteProfile], layers: Iterable[LayerProfile
     """
     b = batch_size
     total = reveal_cost(output_elements * b)
+    traffic = [total]
     linear = Cost()
     relus = 0
     circa: dict[int, float] = {}
     squares = fused = 0
     for site in sites:
-        total = total + site_cost(site, b)
+        traffic.append(site_cost(site, b))
+        total = total + traffic[-1]
         fused += fused_rounds(relu=site.relu, squares=site.poly_mults, circa=site.circa,
                               circa_l=site.circa_l)
         relus += site.relu * b
@@ -314,6 +336,7 @@ def structure_counts(sites: Iterable[SiteProfile], layers: Iterable[LayerProfile
             circa[l] = circa.get(l, 0.0) + site.circa * b
     for layer in layers:
         cost = layer_cost(layer, b, weights=weights)
+        traffic.append(cost)
         total = total + cost
         if layer.kind == "linear":
             linear = linear + cost
@@ -324,7 +347,8 @@ def structure_counts(sites: Iterable[SiteProfile], layers: Iterable[LayerProfile
     return CostCounts(relus=float(relus), circa=circa, poly_mults=float(squares),
                       macs=float(macs * b), rounds=float(total.rounds), bytes=total.bytes,
                       inferences=1.0, linear_rounds=float(linear.rounds),
-                      linear_bytes=linear.bytes, fused_rounds=float(fused))
+                      linear_bytes=linear.bytes, fused_rounds=float(fused),
+                      traffic=[(float(c.rounds), c.bytes) for c in traffic if c.rounds or c.bytes])
 
 
 def counts_from_profile(profile: ModelProfile, *, batch_size: int = 1,
@@ -338,9 +362,11 @@ def counts_from_profile(profile: ModelProfile, *, batch_size: int = 1,
     if profile.layers is None:
         c = structure_counts(profile.sites, [], 0, macs=profile.macs,
                              batch_size=batch_size, weights=weights)
-        extra = profile.maxpool_comparisons * batch_size
-        return c.model_copy(update={"relus": c.relus + extra,
-                                    "bytes": c.bytes + relu_cost(extra).bytes})
+        extra = relu_cost(profile.maxpool_comparisons * batch_size)
+        return c.model_copy(update={
+            "relus": c.relus + profile.maxpool_comparisons * batch_size,
+            "bytes": c.bytes + extra.bytes,
+            "traffic": [*c.traffic, (0.0, extra.bytes)] if extra.bytes else c.traffic})
     return structure_counts(profile.sites, profile.layers, profile.output_elements or 0,
                             macs=profile.macs, batch_size=batch_size, weights=weights)
 
@@ -430,6 +456,7 @@ _COMMITTED: dict[str, Any] = {
     "per_round_s": 0.004382181485935928,
     "per_fused_round_s": 0.003523836525726431,
     "per_inference_s": 0.004463313328095465,
+    "hidden_per_round_s": 0.001654,
 }
 
 

@@ -4,14 +4,21 @@ A profile is a named or explicit link: ``loopback`` (same machine: the measured
 loopback time, nothing added), ``lan`` (0.5 ms RTT, 1 Gb/s), ``wan`` (50 ms RTT,
 100 Mb/s), or ``{"rtt_ms": ..., "bandwidth_mbps": ...}``.
 
-Latency on a link (:meth:`NetworkProfile.seconds`)::
+Latency on a link (:meth:`NetworkProfile.seconds`), for traffic given as groups of
+``rounds`` rounds that send ``bytes`` per party (one group per layer: its rounds carry
+equal shares of its bytes)::
 
-    T = T_loopback + rounds * RTT + bytes_sent_per_party * 8 / bandwidth
+    T = T_loopback + sum_groups rounds * max(0, RTT + bytes / rounds * 8 / bandwidth - hidden)
 
-Each communication round of CrypTen is one gloo ``all_reduce`` (2 one-way steps on
-2 ranks, i.e. one RTT); both parties send concurrently (full duplex), so the
-transfer term counts what one party sends. The MPC backend's link emulation
-(``MpcConfig.emulate_network``) delays and paces messages by the same rule.
+Each communication round of CrypTen is one exchange between the 2 parties (one RTT);
+both parties send concurrently (full duplex), so the transfer term counts what one
+party sends. ``hidden`` (seconds per round, a property of the parties' compute, fitted
+on emulated links: :attr:`pi_opt.costmodel.LatencyModel.hidden_per_round_s`) is the
+part of a round's delay that overlaps the peer's own compute: a party whose message
+leaves first waits for the later one anyway, so a delay shorter than that gap costs
+nothing. ``hidden = 0`` gives the plain additive rule ``rounds * RTT + bytes /
+bandwidth``. The MPC backend's link emulation (``MpcConfig.emulate_network``) delays and
+paces the real messages by the same rule, so the overlap is measured, not assumed.
 
 Pure pydantic; raises :class:`~pi_opt.errors.ConfigError` for bad input.
 """
@@ -19,6 +26,7 @@ Pure pydantic; raises :class:`~pi_opt.errors.ConfigError` for bad input.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -46,13 +54,28 @@ class NetworkProfile(BaseModel):
             return 0.0
         return bytes_sent * 8.0 / (self.bandwidth_mbps * 1e6)
 
-    def network_s(self, *, rounds: float, bytes_sent: float) -> float:
-        """Seconds the link adds: ``rounds * RTT + bytes_sent / bandwidth``."""
-        return rounds * self.rtt_ms * 1e-3 + self.transfer_s(bytes_sent)
+    def network_s(self, *, rounds: float, bytes_sent: float, hidden_s: float = 0.0) -> float:
+        """Seconds the link adds to ``rounds`` rounds sending ``bytes_sent`` bytes per party
+        in equal shares: ``rounds * max(0, RTT + bytes_sent / rounds / bandwidth -
+        hidden_s)`` (``hidden_s = 0``: ``rounds * RTT + bytes_sent / bandwidth``). Bytes
+        without a round (``rounds <= 0``) cost their transfer time."""
+        if rounds <= 0:
+            return self.transfer_s(bytes_sent)
+        per_round = self.rtt_ms * 1e-3 + self.transfer_s(bytes_sent) / rounds
+        return rounds * max(0.0, per_round - hidden_s)
 
-    def seconds(self, *, loopback_s: float, rounds: float, bytes_sent: float) -> float:
-        """Latency on this link of an inference that took ``loopback_s`` on loopback."""
-        return loopback_s + self.network_s(rounds=rounds, bytes_sent=bytes_sent)
+    def traffic_s(self, traffic: Iterable[tuple[float, float]], *, hidden_s: float = 0.0
+                  ) -> float:
+        """:meth:`network_s` summed over ``(rounds, bytes_sent)`` groups (e.g. layers)."""
+        return sum(self.network_s(rounds=r, bytes_sent=b, hidden_s=hidden_s)
+                   for r, b in traffic)
+
+    def seconds(self, *, loopback_s: float, rounds: float, bytes_sent: float,
+                hidden_s: float = 0.0) -> float:
+        """Latency on this link of an inference that took ``loopback_s`` on loopback
+        (its traffic spread evenly over its rounds; see :meth:`network_s`)."""
+        return loopback_s + self.network_s(rounds=rounds, bytes_sent=bytes_sent,
+                                           hidden_s=hidden_s)
 
     def label(self) -> str:
         """The profile's name, or ``"<rtt> ms / <bandwidth> Mb/s"`` for a custom one."""

@@ -1,7 +1,7 @@
 """Server limits on one job, checked before it is queued (and by the plan dry run).
 
 ``JobLimits`` is the JSON-able subset of ``Settings`` sent to the helper process, where
-``plan_and_check`` validates the spec, checks the cheap bounds (trials, epochs, time,
+``service.specs.plan_and_check`` validates the spec, checks the cheap bounds (trials, epochs, time,
 input size), counts the model's parameters on torch's meta device (no weights are
 allocated, so a huge model cannot exhaust memory) and only then plans the job with
 ``pi_opt.plan.plan_job`` to check MACs and activation memory at the training batch.
@@ -22,7 +22,6 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from pi_opt.search import SearchConfig
-    from service.specs import UploadRef
 
 
 class JobLimits(BaseModel):

@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from pi_opt.errors import PiOptError
+from service.bounds import (
+    JobLimits,
+    check_input_size,
+    check_params,
+    check_plan_bounds,
+    check_spec_bounds,
+)
 from service.problems import ProblemError, validation_errors
 
 if TYPE_CHECKING:
@@ -147,14 +154,6 @@ def plan_and_check(raw: Mapping[str, Any], uploads: Mapping[str, UploadRef],
     read (the default architecture takes the data's shape): with ``require_plan=False``
     it is accepted after checking the upload's recorded input size.
     """
-    from service.bounds import (
-        JobLimits,
-        check_input_size,
-        check_params,
-        check_plan_bounds,
-        check_spec_bounds,
-    )
-
     config = validate_spec(raw, uploads)
     bounds = JobLimits.model_validate(limits)
     check_spec_bounds(config, bounds)

@@ -134,7 +134,7 @@ def test_profile_and_plan_agree_on_every_architecture(name: str) -> None:
     shape = (3, 8, 8) if name == "wrn22_8" else (3, 32, 32)
     torch.manual_seed(0)
     model = prepare_sites(create_model(name, **SMALL_ARCHS[name])).eval()
-    shipped, wan = default_cost_model(), resolve_network("wan")
+    shipped, wan, lan = default_cost_model(), resolve_network("wan"), resolve_network("lan")
     for variant in ("all_relu", "mixed"):
         if variant == "mixed":
             _mixed_sites(model, shape, seed=len(name))
@@ -147,12 +147,45 @@ def test_profile_and_plan_agree_on_every_architecture(name: str) -> None:
             assert p.bytes == pytest.approx(q.bytes, rel=0.05), (variant, batch, weights)
             assert (p.relus, p.circa, p.poly_mults, p.macs) == (q.relus, q.circa,
                                                                 q.poly_mults, q.macs)
-            for net in (None, wan):  # the search's latency = the plan's, loopback and WAN
+            for c in (p, q):  # the per-layer traffic adds up to the totals
+                assert sum(r for r, _ in c.traffic) == c.rounds
+                assert sum(b for _, b in c.traffic) == pytest.approx(c.bytes)
+            for net in (None, wan, lan):  # the search's latency = the plan's
                 lp = shipped.predict_counts(p) if net is None else shipped.predict_network(p, net)
                 lq = shipped.predict_counts(q) if net is None else shipped.predict_network(q, net)
                 assert lp == pytest.approx(lq, rel=1e-3), (variant, batch, weights, net)
         linear = sum(op.kind in ("conv", "linear", "affine") for op in plan.ops)
         assert p.linear_rounds == 0 and q.rounds >= linear + 1
+
+
+def test_link_delay_hidden_behind_compute_per_round() -> None:
+    """Per traffic group: rounds x max(0, RTT + bytes / rounds / bandwidth - hidden)."""
+    lan = resolve_network("lan")  # 0.5 ms, 1 Gb/s: 1e5 B in 10 rounds = 0.08 ms per round
+    assert lan.network_s(rounds=10, bytes_sent=1e5) == pytest.approx(10 * 0.5e-3 + 8e-4)
+    assert lan.network_s(rounds=10, bytes_sent=1e5, hidden_s=0.2e-3) == pytest.approx(
+        10 * (0.58e-3 - 0.2e-3))
+    assert lan.network_s(rounds=10, bytes_sent=1e5, hidden_s=1e-3) == 0.0
+    assert lan.network_s(rounds=0, bytes_sent=1e5, hidden_s=1e-3) == pytest.approx(8e-4)
+    # a big layer's transfer is not hidden by a small overlap; the small layer's delay is
+    groups = [(1.0, 1e6), (9.0, 9e3)]  # 8 ms + 0.5 ms in 1 round; 0.008 ms per round
+    assert lan.traffic_s(groups, hidden_s=1e-3) == pytest.approx(8.5e-3 - 1e-3)
+    prof = _profile()
+    c = counts_from_profile(prof)
+    # the reveal, 3 communicating sites, the max-pool comparisons of a layerless profile
+    assert len(c.traffic) == 1 + 3 + 1
+    base = LatencyModel(per_round_s=3e-3, per_byte_s=1e-8, per_inference_s=0.05)
+    hid = base.model_copy(update={"hidden_per_round_s": 1e-3})
+    loop, wan = resolve_network("loopback"), resolve_network("wan")
+    assert hid.predict_network(c, loop) == base.predict_network(c, loop) == base.predict_counts(c)
+    assert base.predict_network(c, wan) - hid.predict_network(c, wan) == pytest.approx(
+        c.rounds * 1e-3)  # every WAN round is longer than the overlap
+    assert hid.link_s(c, lan) < base.link_s(c, lan)
+    # one group of the totals when a CostCounts carries no traffic
+    flat = c.model_copy(update={"traffic": []})
+    assert hid.link_s(flat, wan) == pytest.approx(wan.network_s(
+        rounds=c.rounds, bytes_sent=c.bytes, hidden_s=1e-3))
+    with pytest.raises(ValueError):
+        LatencyModel(hidden_per_round_s=-1e-3)
 
 
 def test_shipped_fit_loads_and_prefers_fewer_relus() -> None:
@@ -274,7 +307,8 @@ def test_search_latency_objective_on_wan(tmp_path: Path) -> None:
         prof_p = load_artifact(tmp_path / p.artifact).manifest.profile
         assert p.cost == pytest.approx(model.predict_latency(prof_p, wan))
         assert p.latency_s is not None and p.latency_s["job"] == pytest.approx(p.cost)
-        assert p.latency_s["loopback"] < p.latency_s["lan"] < p.latency_s["wan"]
+        # a LAN round hides behind compute (hidden_per_round_s > its 0.5 ms), a WAN one not
+        assert p.latency_s["loopback"] <= p.latency_s["lan"] < p.latency_s["wan"]
     [answer] = report.latency_answers
     assert answer.budget_ms == budget_ms
     if answer.met:

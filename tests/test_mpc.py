@@ -46,6 +46,7 @@ from mpc.lowering import lower, run_plain
 from pi_opt.activations import Kind
 from pi_opt.artifacts import ArchSpec, ModelSpec, load_artifact, save_artifact
 from pi_opt.circa_faults import encode_fixed, exact_range, truncated_sign_bits
+from pi_opt.costmodel import default_cost_model
 from pi_opt.errors import ConfigError
 from pi_opt.models import create_model
 from pi_opt.profile import profile_model
@@ -210,6 +211,30 @@ def test_config_and_network_estimate() -> None:
     assert emu.link == (10.0, 80.0)
     est = link_estimates(emu, latency_s=0.5, rounds=20, bytes_sent=10**6)
     assert est["loopback"] == pytest.approx(0.2) and est["configured"] == 0.5
+    # with 4 ms of every round's delay hidden behind compute: 20 x (10 + 5 - 4) ms
+    est = link_estimates(emu, latency_s=0.5, rounds=20, bytes_sent=10**6, hidden_s=4e-3)
+    assert est["loopback"] == pytest.approx(0.5 - 20 * 11e-3)
+
+
+def test_link_overlap_fit_recovers_a_known_overlap() -> None:
+    """fit_hidden on emulated runs generated with 1.3 ms hidden per round."""
+    from mpc.latency_model import LinkSample, fit_hidden
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for rtt, bw in ((1.0, 1000.0), (4.0, 1000.0), (10.0, 100.0), (0.5, 1000.0)):
+        net = NetworkConfig(rtt_ms=rtt, bandwidth_mbps=bw)
+        for _ in range(5):
+            traffic = [(float(rng.integers(1, 10)), float(rng.integers(0, 10**6)))
+                       for _ in range(12)]
+            loop = float(rng.uniform(0.2, 2.0))
+            samples.append(LinkSample(
+                loopback_s=loop, traffic=traffic, network=net,
+                emulated_s=loop + net.traffic_s(traffic, hidden_s=1.3e-3)))
+    assert fit_hidden(samples) == pytest.approx(1.3e-3, abs=2e-6)
+    assert all(abs(s.error(1.3e-3)) < 1e-12 for s in samples)
+    with pytest.raises(ValueError, match="at least one"):
+        fit_hidden([])
 
 
 def test_latency_model_fits_synthetic_data_exactly(tmp_path: Path) -> None:
@@ -283,7 +308,12 @@ def test_encrypted_matches_plaintext(measured: dict) -> None:
     assert m.latency_linear_s and m.latency_nonlinear_s
     assert m.latency_linear_s + m.latency_nonlinear_s <= m.latency_s * 1.01
     assert m.bytes_linear + m.bytes_nonlinear <= m.bytes_per_party
-    assert m.estimated_wan_s > m.estimated_lan_s > m.latency_s
+    # link estimates: per-layer traffic of the plan, with the fitted overlap per round
+    traffic = plan_counts(lower(model, TINY.input_shape)).traffic
+    hidden = default_cost_model().hidden_per_round_s
+    assert m.estimated_wan_s == pytest.approx(m.latency_s + NETWORK_PRESETS["wan"].traffic_s(
+        traffic, hidden_s=hidden))
+    assert m.estimated_wan_s > m.estimated_lan_s >= m.latency_s
 
 
 def test_reduced_model_matches_plaintext(measured: dict) -> None:

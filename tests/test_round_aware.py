@@ -32,15 +32,16 @@ def _on_wan(ctx: TechniqueContext) -> TechniqueContext:
 
 
 def test_round_weights_price_rounds_in_relu_equivalents(ctx) -> None:
-    """Under WAN a site's 9 rounds weigh rounds * (RTT + per-round s) / per-ReLU s (committed
-    fit: 232 B per ReLU at 100 Mb/s); nothing without objective latency or with scale 0."""
+    """Under WAN a site's 9 rounds weigh rounds * (RTT - hidden + per-round s) / per-ReLU s
+    (committed fit: 232 B per ReLU at 100 Mb/s; the link delay hidden behind compute per
+    round); nothing without objective latency or with scale 0."""
     sites = gated_sites(baseline_candidate(ctx).model, "pixel")
     assert site_round_weights(ctx, sites, drop_squares=False) == []
     wan = _on_wan(ctx)
     assert site_round_weights(wan, sites, drop_squares=False, scale=0.0) == []
     m = default_cost_model()
     relu_s = m.per_relu_s + 232 * m.per_byte_s + 232 * 8 / 100e6
-    round_s = 0.050 + m.per_round_s
+    round_s = 0.050 - m.hidden_per_round_s + m.per_round_s
     got = site_round_weights(wan, sites, drop_squares=False)
     assert got == pytest.approx([RELU_ROUNDS * round_s / relu_s] * len(sites), rel=1e-9)
     square_s = m.per_mult_s + 8 * m.per_byte_s + 8 * 8 / 100e6
