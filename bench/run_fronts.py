@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -195,12 +196,17 @@ def plot(summary: dict, path: Path, *, title: str, spread: bool = False) -> None
 
 
 def run_seeds(args: argparse.Namespace, seeds: list[int], out: Path) -> None:
-    """Each seed in its own process (in parallel); then aggregate their summaries."""
+    """Each seed in its own process (in parallel); then aggregate their summaries.
+
+    The processes share the cores: each gets ``cpus // seeds`` torch threads (at least 1)
+    unless ``OMP_NUM_THREADS`` is set (oversubscribed threads spin in the kernel)."""
     out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(seeds))))
     procs = [subprocess.Popen([sys.executable, __file__, "--config", args.config, "--seeds",
                                str(s), "--out", str(out / f"seed{s}"),
                                "--extra-trials", str(args.extra_trials)],
-                              stdout=subprocess.DEVNULL) for s in seeds]
+                              stdout=subprocess.DEVNULL, env=env) for s in seeds]
     codes = [p.wait() for p in procs]
     per_seed = [json.loads((out / f"seed{s}" / "summary.json").read_text())
                 for s, c in zip(seeds, codes, strict=True) if c == 0]
