@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pi_opt.costmodel import CostCounts
 from pi_opt.errors import ConfigError
 from pi_opt.network import PROFILES, NetworkProfile, resolve_network
 
@@ -78,20 +79,20 @@ class MpcConfig(BaseModel):
         return self.network.rtt_ms, self.network.bandwidth_mbps
 
 
-def link_estimates(config: MpcConfig, *, latency_s: float, rounds: int, bytes_sent: float,
-                   traffic: list[tuple[float, float]] | None = None, hidden_s: float = 0.0
-                   ) -> dict[str, float]:
+def link_estimates(config: MpcConfig, *, latency_s: float, counts: CostCounts,
+                   hidden_s: float = 0.0) -> dict[str, float]:
     """Latency of a measured inference on loopback, LAN, WAN and the configured link.
 
     ``latency_s`` is what was measured: on loopback, or on the emulated link when
-    ``config.emulate_network`` (then the link's share is taken out first). A link adds,
-    per ``(rounds, bytes)`` group of ``traffic`` (default: one group of ``rounds`` /
-    ``bytes_sent``), ``rounds * max(0, RTT + bytes / rounds / bandwidth - hidden_s)``
+    ``config.emulate_network`` (then the link's share is taken out first). ``counts``:
+    the run's rounds and bytes, with their per-layer ``traffic`` when known
+    (:meth:`~pi_opt.costmodel.CostCounts.traffic_groups`). A link adds, per group,
+    ``rounds * max(0, RTT + bytes / rounds / bandwidth - hidden_s)``
     (:meth:`pi_opt.network.NetworkProfile.traffic_s`; ``hidden_s``: the cost model's
     fitted overlap per round). Keys: ``loopback``, ``lan``, ``wan``, ``configured`` (the
     configured link; absent without one).
     """
-    groups = traffic or [(float(rounds), float(bytes_sent))]
+    groups = counts.traffic_groups()
 
     def link_s(net: NetworkProfile) -> float:
         return net.traffic_s(groups, hidden_s=hidden_s)

@@ -16,9 +16,9 @@ import torch
 from torch import Tensor
 
 from mpc.config import MpcConfig
-from mpc.party import Job, ModelJob, backend_name, party_main, resolve_device
 from mpc.latency_model import plan_link_estimates
 from mpc.launcher import run_parties
+from mpc.party import Job, ModelJob, backend_name, party_main, resolve_device
 from mpc.lowering import lower
 from mpc.results import DemoResult
 from pi_opt.artifacts import load_artifact, read_manifest

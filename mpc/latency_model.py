@@ -7,8 +7,9 @@ evaluator; pi_opt's search uses it). This module holds what needs measurements o
 plans: :class:`CostSample`, :func:`fit` (time coefficients only), :func:`samples_from_ops`
 (op-level samples from :class:`mpc.results.OpRecord` s, ``inferences = 0``),
 :func:`fit_hidden` (the link overlap per round, from :class:`LinkSample` s of runs on
-emulated links), :func:`plan_link_estimates`, and :func:`plan_counts` / :func:`plan_rounds`, which describe a lowered plan as sites +
-layers and count it with the same evaluator as profiles
+emulated links), :func:`plan_link_estimates`, and :func:`plan_counts` /
+:func:`plan_rounds`, which describe a lowered plan as sites + layers and count it with
+the same evaluator as profiles
 (:func:`pi_opt.costmodel.structure_counts`). The model's names are re-exported here.
 
 This module imports neither crypten nor torch-heavy code.
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pi_opt.circa_faults import circa_rounds
 from mpc.config import MpcConfig, link_estimates
+from pi_opt.circa_faults import circa_rounds
 from pi_opt.costmodel import (
     RELU_ROUNDS,
     CostCounts,
@@ -107,13 +108,15 @@ def plan_rounds(plan: Plan, *, weights: WeightsMode = "private") -> int:
 
 def plan_link_estimates(config: MpcConfig, plan: Plan, *, latency_s: float, rounds: int,
                         bytes_sent: float, batch_size: int = 1) -> dict[str, float]:
-    """:func:`mpc.config.link_estimates` of a measured run of ``plan``: the plan's
-    per-layer traffic (when its counted rounds and bytes equal the measured ones, as
-    they do on every supported op) and the committed fit's overlap per round."""
+    """:func:`mpc.config.link_estimates` of a measured run of ``plan`` (``rounds``,
+    ``bytes_sent`` per party): with the plan's per-layer traffic when its counted rounds
+    and bytes equal the measured ones (as on every supported op), and the committed
+    fit's overlap per round."""
     c = plan_counts(plan, batch_size=batch_size, weights=config.weights)
     exact = int(c.rounds) == rounds and abs(c.bytes - bytes_sent) <= 1e-6 * max(bytes_sent, 1)
-    return link_estimates(config, latency_s=latency_s, rounds=rounds, bytes_sent=bytes_sent,
-                          traffic=c.traffic if exact else None,
+    measured = CostCounts(rounds=float(rounds), bytes=float(bytes_sent),
+                          traffic=c.traffic if exact else [])
+    return link_estimates(config, latency_s=latency_s, counts=measured,
                           hidden_s=default_cost_model().hidden_per_round_s)
 
 

@@ -4,9 +4,9 @@ A profile is a named or explicit link: ``loopback`` (same machine: the measured
 loopback time, nothing added), ``lan`` (0.5 ms RTT, 1 Gb/s), ``wan`` (50 ms RTT,
 100 Mb/s), or ``{"rtt_ms": ..., "bandwidth_mbps": ...}``.
 
-Latency on a link (:meth:`NetworkProfile.seconds`), for traffic given as groups of
-``rounds`` rounds that send ``bytes`` per party (one group per layer: its rounds carry
-equal shares of its bytes)::
+Latency on a link: the loopback time plus :meth:`NetworkProfile.traffic_s` of the
+traffic, given as groups of ``rounds`` rounds that send ``bytes`` per party (one group
+per layer: its rounds carry equal shares of its bytes)::
 
     T = T_loopback + sum_groups rounds * max(0, RTT + bytes / rounds * 8 / bandwidth - hidden)
 
@@ -69,13 +69,6 @@ class NetworkProfile(BaseModel):
         """:meth:`network_s` summed over ``(rounds, bytes_sent)`` groups (e.g. layers)."""
         return sum(self.network_s(rounds=r, bytes_sent=b, hidden_s=hidden_s)
                    for r, b in traffic)
-
-    def seconds(self, *, loopback_s: float, rounds: float, bytes_sent: float,
-                hidden_s: float = 0.0) -> float:
-        """Latency on this link of an inference that took ``loopback_s`` on loopback
-        (its traffic spread evenly over its rounds; see :meth:`network_s`)."""
-        return loopback_s + self.network_s(rounds=rounds, bytes_sent=bytes_sent,
-                                           hidden_s=hidden_s)
 
     def label(self) -> str:
         """The profile's name, or ``"<rtt> ms / <bandwidth> Mb/s"`` for a custom one."""

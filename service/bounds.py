@@ -1,9 +1,9 @@
 """Server limits on one job, checked before it is queued (and by the plan dry run).
 
 ``JobLimits`` is the JSON-able subset of ``Settings`` sent to the helper process, where
-``service.specs.plan_and_check`` validates the spec, checks the cheap bounds (trials, epochs, time,
-input size), counts the model's parameters on torch's meta device (no weights are
-allocated, so a huge model cannot exhaust memory) and only then plans the job with
+``service.specs.plan_and_check`` validates the spec, checks the cheap bounds (trials,
+epochs, time, input size), counts the model's parameters on torch's meta device (no
+weights are allocated, so a huge model cannot exhaust memory) and only then plans the job with
 ``pi_opt.plan.plan_job`` to check MACs and activation memory at the training batch.
 Every refusal is a 422 problem (code ``limit-exceeded``) whose ``errors`` name the spec
 field, the server limit (setting / ``PI_OPT_*`` variable) and its value.

@@ -206,13 +206,14 @@ def test_config_and_network_estimate() -> None:
         MpcConfig(repeat=3)  # typo: extra fields are refused
     net = NetworkConfig(rtt_ms=10.0, bandwidth_mbps=80.0)
     # 0.2 s + 20 rounds * 10 ms + 1e6 B * 8 / 80e6 b/s
-    assert net.seconds(loopback_s=0.2, rounds=20, bytes_sent=10**6) == pytest.approx(0.5)
+    assert 0.2 + net.network_s(rounds=20, bytes_sent=10**6) == pytest.approx(0.5)
     emu = MpcConfig(network=net, emulate_network=True)
     assert emu.link == (10.0, 80.0)
-    est = link_estimates(emu, latency_s=0.5, rounds=20, bytes_sent=10**6)
+    run = CostCounts(rounds=20, bytes=10**6)
+    est = link_estimates(emu, latency_s=0.5, counts=run)
     assert est["loopback"] == pytest.approx(0.2) and est["configured"] == 0.5
     # with 4 ms of every round's delay hidden behind compute: 20 x (10 + 5 - 4) ms
-    est = link_estimates(emu, latency_s=0.5, rounds=20, bytes_sent=10**6, hidden_s=4e-3)
+    est = link_estimates(emu, latency_s=0.5, counts=run, hidden_s=4e-3)
     assert est["loopback"] == pytest.approx(0.5 - 20 * 11e-3)
 
 

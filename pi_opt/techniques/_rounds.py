@@ -35,13 +35,25 @@ of the sites that stay open.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from pi_opt.activations import Kind
 from pi_opt.costmodel import CostCounts, relu_cost, square_cost
 from pi_opt.techniques._common import top_within
 from pi_opt.techniques._masks import GatedSite
-from pi_opt.techniques.base import TechniqueContext
+from pi_opt.techniques.base import TechniqueConfig, TechniqueContext
+
+class RoundAwareConfig(TechniqueConfig):
+    """The round-aware fields of a technique with a per-site round term (SNL, AutoReP);
+    both act only under ``objective: latency``."""
+
+    #: scale of the per-site round term (0: the technique's own penalty only)
+    round_weight: float = Field(1.0, ge=0)
+    #: close sites that would hold < this share of the budget while their ReLUs are worth
+    #: less than their rounds (:func:`close_stray_sites`; 0: off)
+    stray_share: float = Field(0.25, ge=0, lt=1)
+
 
 #: Added under the square root of the group norm so its gradient stays finite at 0.
 _EPS = 1e-12
@@ -162,4 +174,18 @@ def close_stray_sites(sites: list[GatedSite], scores: dict[str, Tensor],
         out[g.name] = torch.zeros_like(out[g.name])
 
 
-__all__ = ["close_stray_sites", "live_site_eligibility", "round_penalty", "site_round_weights"]
+def latency_eligibility(sites: list[GatedSite], scores: dict[str, Tensor],
+                        eligible: dict[str, Tensor], live: list[bool], budget: int,
+                        round_weights: list[float], *, stray_share: float
+                        ) -> dict[str, Tensor]:
+    """The cut's candidates under ``objective: latency`` (``round_weights`` non-empty):
+    only sites the search left ``live`` (:func:`live_site_eligibility`), stray sites
+    closed (:func:`close_stray_sites`). Without round weights ``eligible`` is returned."""
+    if not round_weights:
+        return eligible
+    return close_stray_sites(sites, scores, live_site_eligibility(sites, eligible, live),
+                             budget, round_weights, stray_share=stray_share)
+
+
+__all__ = ["RoundAwareConfig", "close_stray_sites", "latency_eligibility",
+           "live_site_eligibility", "round_penalty", "site_round_weights"]

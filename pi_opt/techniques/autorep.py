@@ -86,8 +86,8 @@ from pi_opt.techniques._masks import (
     weights_group,
 )
 from pi_opt.techniques._rounds import (
-    close_stray_sites,
-    live_site_eligibility,
+    RoundAwareConfig,
+    latency_eligibility,
     round_penalty,
     site_round_weights,
 )
@@ -96,7 +96,6 @@ from pi_opt.techniques.base import (
     PlanInputs,
     PlannedPhase,
     Technique,
-    TechniqueConfig,
     TechniqueContext,
     register_technique,
 )
@@ -136,7 +135,7 @@ def hysteresis_update(m: Tensor, w: Tensor, threshold: float) -> Tensor:
 # ---------------------------------------------------------------------------
 # config
 # ---------------------------------------------------------------------------
-class AutoRePConfig(TechniqueConfig):
+class AutoRePConfig(RoundAwareConfig):
     """AutoReP search + fine-tune settings; scale rules and preset table in the module doc.
 
     mask_lr: Adam lr of the gates' ``w``; None = the official per-epoch speed at this
@@ -179,11 +178,6 @@ class AutoRePConfig(TechniqueConfig):
     # searched (same start and settings; cached under ctx.workdir), for fewer epochs
     warm_start: bool = False
     warm_search_epochs: int = Field(8, ge=1)
-    #: scale of the per-site round term under ``objective: latency`` (0: density hinge only)
-    round_weight: float = Field(1.0, ge=0)
-    #: under ``objective: latency``, close sites that would hold < this share of the budget
-    #: while their ReLUs are worth less than their rounds (``_rounds.close_stray_sites``; 0: off)
-    stray_share: float = Field(0.25, ge=0, lt=1)
 
 
 # ---------------------------------------------------------------------------
@@ -379,11 +373,10 @@ class AutoReP(Technique):
         # projection: exact top-B over w, gates that are on first (off gates only with
         # fill_budget, ranked after every on gate); the rest -> POLY
         scores, eligible = self._projection_scores(gates)
-        if info["round_weights"]:  # objective latency: never open a site the search dropped
-            eligible = live_site_eligibility(sites, eligible, [
-                bool(((gt.m > 0.5) & (gt.weight > 0)).any()) for gt in gates])
-            eligible = close_stray_sites(sites, scores, eligible, budget, info["round_weights"],
-                                         stray_share=cfg.stray_share)
+        live = [bool(((gt.m > 0.5) & (gt.weight > 0)).any())
+                for gt in gates]  # never open a site the search dropped
+        eligible = latency_eligibility(sites, scores, eligible, live, budget,
+                                       info["round_weights"], stray_share=cfg.stray_share)
         kept = apply_selection(work, sites, scores, eligible, budget, drop_kind=Kind.POLY)
         poly_elems = 0
         for gt in gates:

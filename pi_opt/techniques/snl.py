@@ -88,8 +88,8 @@ from pi_opt.techniques._masks import (
     weights_group,
 )
 from pi_opt.techniques._rounds import (
-    close_stray_sites,
-    live_site_eligibility,
+    RoundAwareConfig,
+    latency_eligibility,
     round_penalty,
     site_round_weights,
 )
@@ -98,7 +98,6 @@ from pi_opt.techniques.base import (
     PlanInputs,
     PlannedPhase,
     Technique,
-    TechniqueConfig,
     TechniqueContext,
     register_technique,
 )
@@ -116,7 +115,7 @@ SNL_PAPER_RELUS = 491_520
 SNL_PAPER_LAMBDA = SNL_PAPER_ALPHA * SNL_PAPER_RELUS
 
 
-class SNLConfig(TechniqueConfig):
+class SNLConfig(RoundAwareConfig):
     """SNL search + fine-tune settings; scale rules and the preset table in the module doc.
 
     lambda_init: weight of the per-ReLU-normalised L1 penalty (see module doc).
@@ -145,11 +144,6 @@ class SNLConfig(TechniqueConfig):
     finetune_epochs: int | None = Field(None, ge=0)
     kd_temperature: float = Field(4.0, gt=0)
     site_costs: dict[str, float] = Field(default_factory=dict)  # per-ReLU cost by site/stage
-    #: scale of the per-site round term under ``objective: latency`` (0: ReLU penalty only)
-    round_weight: float = Field(1.0, ge=0)
-    #: under ``objective: latency``, close sites that would hold < this share of the budget
-    #: while their ReLUs are worth less than their rounds (``_rounds.close_stray_sites``; 0: off)
-    stray_share: float = Field(0.25, ge=0, lt=1)
 
 
 @dataclass
@@ -268,12 +262,10 @@ class SNL(Technique):
             model.load_state_dict(use.state)
             scores = {g.name: g.broadcast(c.abs()) for g, c in zip(sites, use.coeffs)}
             eligible = {g.name: g.cand for g in sites}
-            if info["round_weights"]:  # objective latency: never open a site the descent dropped
-                eligible = live_site_eligibility(sites, eligible, [
-                    bool(((c > cfg.threshold) & (g.weight.to(c.device) > 0)).any())
-                    for g, c in zip(sites, use.coeffs)])
-                eligible = close_stray_sites(sites, scores, eligible, b, info["round_weights"],
-                                             stray_share=cfg.stray_share)
+            live = [bool(((c > cfg.threshold) & (g.weight.to(c.device) > 0)).any())
+                    for g, c in zip(sites, use.coeffs)]  # never open a site the descent dropped
+            eligible = latency_eligibility(sites, scores, eligible, live, b,
+                                           info["round_weights"], stray_share=cfg.stray_share)
             kept = apply_selection(model, sites, scores, eligible, b, drop_kind=Kind.IDENTITY)
             cand = Candidate(model=model, spec=start.spec.model_copy(deep=True),
                              history=copy.deepcopy(start.history))
